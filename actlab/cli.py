@@ -1,0 +1,120 @@
+"""Command-line entry points; the only module that imports Hydra.
+
+actlab-train          Hydra app: compose configs/, validate, train, print the run dir.
+actlab-activations    table of the registry (and a grid of phi, phi' with --plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+GROUPS = ("activation", "model", "dataset", "optimizer", "init", "logger")
+
+
+def config_dir() -> Path:
+    """configs/ shipped in the wheel (actlab/configs) or beside the source checkout."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "configs", here.parent / "configs"):
+        if (cand / "config.yaml").is_file():
+            return cand
+    raise FileNotFoundError("actlab's configs/ directory is missing from the installation")
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    print(f"actlab-train: error: {msg}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def check_group_choices(argv: list[str], cfg_dir: Path | None = None) -> None:
+    """Reject `group=name` overrides naming no config, listing the valid ones (one line)."""
+    cfg_dir = cfg_dir or config_dir()
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key not in GROUPS or "(" in value or "*" in value:
+            continue
+        options = sorted(p.stem for p in (cfg_dir / key).glob("*.yaml"))
+        for v in value.split(","):
+            if v.strip() not in options:
+                _fail(f"unknown {key} '{v}'; choose from: {', '.join(options)}")
+
+
+def _hydra_app():
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig, OmegaConf
+
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+    def app(cfg: DictConfig) -> float | None:
+        from actlab import train
+        from actlab.config import Config, ConfigError
+
+        try:
+            config = Config.from_dict(OmegaConf.to_container(cfg, resolve=True))
+        except ConfigError as e:
+            _fail(str(e))
+        for noisy in ("jax", "absl", "orbax"):  # backend-probing chatter, not the user's business
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        print(f"run directory: {run_dir}", flush=True)
+        train.enable_compilation_cache()
+        summary = train.run(config, run_dir)
+        agg = summary["aggregate"]
+        acc = agg["final_eval_acc"]["mean"]
+        print(f"{summary['status']}: final eval acc {acc if acc is None else round(acc, 4)}; "
+              f"results in {run_dir}", flush=True)
+        return acc
+
+    return app
+
+
+def train_main() -> None:
+    """actlab-train: Hydra app over configs/."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    check_group_choices(sys.argv[1:])
+    _hydra_app()()
+
+
+def activations_main(argv: list[str] | None = None) -> None:
+    """actlab-activations: print the registry as a table; --plot draws every phi and phi'."""
+    from actlab import activations
+
+    p = argparse.ArgumentParser(prog="actlab-activations", description=activations_main.__doc__)
+    p.add_argument("--plot", metavar="PNG", help="draw phi and phi' of every function to PNG")
+    args = p.parse_args(argv)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="actlab activation registry")
+    for col in ("name", "formula", "output range", "phi' range", "monotone", "smooth",
+                "zero-centred", "can die", "saturates", "params"):
+        table.add_column(col)
+    for name in activations.names():
+        i = activations.info(name)
+        table.add_row(
+            name, i.formula, _rng(i.output_range), _rng(i.deriv_range), _yn(i.monotone),
+            _yn(i.smooth), _yn(i.zero_centred), _yn(i.can_die), _yn(i.saturation is not None),
+            ", ".join(f"{k}={v}" + (" (learnable)" if k in i.learnable else "")
+                      for k, v in i.params.items()) + (" [output only]" if i.output_only else ""))
+    Console(width=200).print(table)
+    if args.plot:
+        from actlab import plots
+
+        plots.activation_grid(activations.names(include_output=False)).savefig(
+            args.plot, dpi=120, bbox_inches="tight")
+        print(f"wrote {args.plot}")
+
+
+def _rng(r: tuple[float, float]) -> str:
+    def f(x: float) -> str:
+        return {float("inf"): "inf", float("-inf"): "-inf"}.get(x, f"{x:.4g}")
+
+    return f"[{f(r[0])}, {f(r[1])}]"
+
+
+def _yn(b: bool) -> str:
+    return "yes" if b else "no"

@@ -1,0 +1,296 @@
+"""Typed, validated configuration: plain dataclasses, no Hydra.
+
+`Config.from_dict` takes the resolved mapping (from Hydra, a notebook or a test)
+and either returns a Config or raises ConfigError with a one-line message that
+names the key, the bad value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from actlab import activations, data, init, models
+
+
+class ConfigError(ValueError):
+    """A user error in the configuration (one line, no traceback needed)."""
+
+
+TARGET_KEYS = ("train/loss", "train/acc", "eval/loss", "eval/acc")
+_TARGET_RE = re.compile(r"^\s*([a-z]+/[a-z]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A convergence target such as eval/acc>=0.95."""
+
+    key: str
+    op: str
+    value: float
+
+    def met(self, x: float) -> bool:
+        return {">=": x >= self.value, "<=": x <= self.value,
+                ">": x > self.value, "<": x < self.value}[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.key}{self.op}{self.value:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationConfig:
+    name: str = "relu"
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp"
+    depth: int = 4  # hidden layers
+    width: int = 64  # units per hidden layer
+    activations: tuple[str, ...] | None = None  # one per hidden layer; overrides `activation`
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    name: str = "spiral"
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adam"
+    lr: float = 0.01
+    momentum: float = 0.9  # for sgd with momentum > 0 and `momentum`
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class InitConfig:
+    name: str = "he"
+    distribution: str = "normal"
+    gain: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 64
+    seed: int = 0
+    seeds: int = 1
+    log_every: int = 50
+    eval_every: int = 250
+    target: Target | None = None
+    probe_size: int = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggerConfig:
+    sinks: tuple[str, ...] = ("local",)
+    progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    activation: ActivationConfig = ActivationConfig()
+    model: ModelConfig = ModelConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    init: InitConfig = InitConfig()
+    train: TrainConfig = TrainConfig()
+    logger: LoggerConfig = LoggerConfig()
+    raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> Config:
+        """Validate a resolved config mapping; raise ConfigError on the first problem."""
+        return _build(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as given (for summary.json)."""
+        return dict(self.raw)
+
+
+# --------------------------------------------------------------------------- #
+
+def _section(d: Mapping[str, Any], name: str) -> dict[str, Any]:
+    v = d.get(name) or {}
+    if not isinstance(v, Mapping):
+        raise ConfigError(f"'{name}' must be a mapping, got {v!r}")
+    return dict(v)
+
+
+def _int(sec: str, key: str, v: Any, lo: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        else:
+            raise ConfigError(f"{sec}.{key} must be an integer, got {v!r}")
+    if lo is not None and v < lo:
+        raise ConfigError(f"{sec}.{key} must be >= {lo}, got {v}")
+    return v
+
+
+def _float(sec: str, key: str, v: Any, lo: float | None = None, lo_open: bool = False,
+           hi: float | None = None, hi_open: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{sec}.{key} must be a number, got {v!r}")
+    v = float(v)
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        raise ConfigError(f"{sec}.{key} must be {'>' if lo_open else '>='} {lo:g}, got {v:g}")
+    if hi is not None and (v > hi or (hi_open and v == hi)):
+        raise ConfigError(f"{sec}.{key} must be {'<' if hi_open else '<='} {hi:g}, got {v:g}")
+    return v
+
+
+def _choice(sec: str, key: str, v: Any, options) -> str:
+    options = list(options)
+    if v not in options:
+        raise ConfigError(f"unknown {sec}.{key} '{v}'; choose from: {', '.join(options)}")
+    return v
+
+
+def _no_extra(sec: str, given: Mapping[str, Any], known) -> None:
+    extra = sorted(set(given) - set(known))
+    if extra:
+        raise ConfigError(f"{sec} has no key {', '.join(extra)}; known: {', '.join(sorted(known))}")
+
+
+def parse_target(s: str | None) -> Target | None:
+    """Parse 'eval/acc>=0.95' into a Target; None or '' means no target."""
+    if s is None or str(s).strip() in ("", "none", "null"):
+        return None
+    m = _TARGET_RE.match(str(s))
+    if not m or m.group(1) not in TARGET_KEYS:
+        raise ConfigError(
+            f"train.target '{s}' is not of the form KEY>=VALUE with KEY one of "
+            f"{', '.join(TARGET_KEYS)} (e.g. eval/acc>=0.95)"
+        )
+    return Target(m.group(1), m.group(2), float(m.group(3)))
+
+
+def _activation(d: Mapping[str, Any]) -> ActivationConfig:
+    sec = _section(d, "activation")
+    name = sec.pop("name", "relu")
+    try:
+        activations.spec(name, **sec)
+    except activations.ActivationError as e:
+        raise ConfigError(str(e)) from None
+    return ActivationConfig(name=name, params=sec)
+
+
+def _model(d: Mapping[str, Any]) -> ModelConfig:
+    sec = _section(d, "model")
+    name = _choice("model", "name", sec.pop("name", "mlp"), models.names())
+    known = [f.name for f in dataclasses.fields(ModelConfig)]
+    _no_extra("model", sec, known)
+    depth = _int("model", "depth", sec.get("depth", 4), lo=1)
+    width = _int("model", "width", sec.get("width", 64), lo=1)
+    acts = sec.get("activations")
+    if acts is not None:
+        if isinstance(acts, str) or not all(isinstance(a, str) for a in acts):
+            raise ConfigError(f"model.activations must be a list of names, got {acts!r}")
+        if len(acts) != depth:
+            raise ConfigError(
+                f"model.activations has {len(acts)} entries but model.depth is {depth}"
+            )
+        for a in acts:
+            try:
+                activations.spec(a)
+            except activations.ActivationError as e:
+                raise ConfigError(f"model.activations: {e}") from None
+        acts = tuple(acts)
+    return ModelConfig(name=name, depth=depth, width=width, activations=acts)
+
+
+def _dataset(d: Mapping[str, Any]) -> DatasetConfig:
+    sec = _section(d, "dataset")
+    name = sec.pop("name", "spiral")
+    try:
+        data.check(name, sec)
+    except data.DataError as e:
+        raise ConfigError(str(e)) from None
+    return DatasetConfig(name=name, params=sec)
+
+
+def _optimizer(d: Mapping[str, Any]) -> OptimizerConfig:
+    sec = _section(d, "optimizer")
+    _no_extra("optimizer", sec, [f.name for f in dataclasses.fields(OptimizerConfig)])
+    o = OptimizerConfig()
+    return OptimizerConfig(
+        name=_choice("optimizer", "name", sec.get("name", o.name), OPTIMIZERS),
+        lr=_float("optimizer", "lr", sec.get("lr", o.lr), lo=0.0, lo_open=True),
+        momentum=_float("optimizer", "momentum", sec.get("momentum", o.momentum), 0.0, hi=1.0,
+                        hi_open=True),
+        b1=_float("optimizer", "b1", sec.get("b1", o.b1), 0.0, hi=1.0, hi_open=True),
+        b2=_float("optimizer", "b2", sec.get("b2", o.b2), 0.0, hi=1.0, hi_open=True),
+        eps=_float("optimizer", "eps", sec.get("eps", o.eps), 0.0),
+        weight_decay=_float("optimizer", "weight_decay",
+                            sec.get("weight_decay", o.weight_decay), 0.0),
+    )
+
+
+def _init(d: Mapping[str, Any]) -> InitConfig:
+    sec = _section(d, "init")
+    _no_extra("init", sec, [f.name for f in dataclasses.fields(InitConfig)])
+    return InitConfig(
+        name=_choice("init", "name", sec.get("name", "he"), init.names()),
+        distribution=_choice("init", "distribution", sec.get("distribution", "normal"),
+                             init.DISTRIBUTIONS),
+        gain=_float("init", "gain", sec.get("gain", 1.0), 0.0, lo_open=True),
+    )
+
+
+def _train(d: Mapping[str, Any]) -> TrainConfig:
+    sec = _section(d, "train")
+    known = [f.name for f in dataclasses.fields(TrainConfig)]
+    _no_extra("train", sec, known)
+    t = TrainConfig()
+    steps = _int("train", "steps", sec.get("steps", t.steps), lo=1)
+    log_every = _int("train", "log_every", sec.get("log_every", t.log_every), lo=1)
+    eval_every = _int("train", "eval_every", sec.get("eval_every", t.eval_every), lo=0)
+    if eval_every % log_every:
+        raise ConfigError(f"train.eval_every ({eval_every}) must be a multiple of "
+                          f"train.log_every ({log_every})")
+    return TrainConfig(
+        steps=steps,
+        batch_size=_int("train", "batch_size", sec.get("batch_size", t.batch_size), lo=1),
+        seed=_int("train", "seed", sec.get("seed", t.seed), lo=0),
+        seeds=_int("train", "seeds", sec.get("seeds", t.seeds), lo=1),
+        log_every=log_every,
+        eval_every=eval_every,
+        target=parse_target(sec.get("target")),
+        probe_size=_int("train", "probe_size", sec.get("probe_size", t.probe_size), lo=1),
+    )
+
+
+SINKS = ("local", "stdout", "none")
+
+
+def _logger(d: Mapping[str, Any]) -> LoggerConfig:
+    sec = _section(d, "logger")
+    _no_extra("logger", sec, ["sinks", "progress"])
+    sinks = sec.get("sinks", ["local"])
+    if isinstance(sinks, str):
+        sinks = [sinks]
+    for s in sinks:
+        _choice("logger", "sinks", s, SINKS)
+    return LoggerConfig(sinks=tuple(sinks), progress=bool(sec.get("progress", True)))
+
+
+def _build(d: Mapping[str, Any]) -> Config:
+    extra = sorted(set(d) - {"activation", "model", "dataset", "optimizer", "init", "train",
+                             "logger", "experiment", "hydra"})
+    if extra:
+        raise ConfigError(f"unknown top-level key {', '.join(extra)}")
+    return Config(
+        activation=_activation(d), model=_model(d), dataset=_dataset(d),
+        optimizer=_optimizer(d), init=_init(d), train=_train(d), logger=_logger(d),
+        raw={k: v for k, v in d.items() if k != "hydra"},
+    )

@@ -1,0 +1,167 @@
+"""One writer interface, several sinks; writes happen on a background thread.
+
+The training loop calls `writer.write(records)` and `writer.summary(dict)` and
+never asks which sinks are on. `local` writes the run-directory files of the
+contract: metrics.jsonl (one JSON object per line, flushed per batch of
+records, so a killed run keeps what it had) and summary.json (temp file +
+rename, so it is always valid JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+def clean(v: Any) -> Any:
+    """JSON-safe value: numpy scalars to Python, non-finite floats to None."""
+    if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, Mapping):
+        return {str(k): clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [clean(x) for x in v]
+    return v
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temp file in the same directory, fsync, then rename over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(clean(obj), f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Sink(Protocol):
+    def write(self, records: list[dict[str, Any]]) -> None: ...
+    def summary(self, summary: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+class LocalSink:
+    """metrics.jsonl + summary.json in the run directory."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.dir / METRICS_FILE, "a", encoding="utf-8")
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        self._f.write("".join(json.dumps(clean(r)) + "\n" for r in records))
+        self._f.flush()
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        write_json_atomic(self.dir / SUMMARY_FILE, summary)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class StdoutSink:
+    """One short line per record of the first member (for logs of batch jobs)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        for r in records:
+            if r.get("member", 0) != 0:
+                continue
+            parts = [f"step {r['step']}"] + [
+                f"{k} {r[k]:.4g}" for k in ("train/loss", "train/acc", "eval/loss", "eval/acc")
+                if isinstance(r.get(k), float)
+            ]
+            print("  ".join(parts), file=self.stream, flush=True)
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NullSink:
+    """Discards everything."""
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        pass
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def make_sink(name: str, run_dir: str | os.PathLike) -> Sink:
+    """A sink by name: local, stdout or none."""
+    return {"local": lambda: LocalSink(run_dir), "stdout": StdoutSink, "none": NullSink}[name]()
+
+
+class Writer:
+    """Fans records and summaries out to sinks from a background thread."""
+
+    def __init__(self, sinks: Iterable[Sink]):
+        self.sinks = list(sinks)
+        self._q: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="actlab-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            kind, payload = self._q.get()
+            if kind == "stop":
+                return
+            try:
+                for s in self.sinks:
+                    getattr(s, kind)(payload)
+            except BaseException as e:  # surfaced on the training thread at flush/close
+                self._error = e
+            finally:
+                self._q.task_done()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        self._check()
+        self._q.put(("write", records))
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        self._check()
+        self._q.put(("summary", summary))
+
+    def flush(self) -> None:
+        """Block until everything queued has been written."""
+        self._q.join()
+        self._check()
+
+    def close(self) -> None:
+        self.flush()
+        self._q.put(("stop", None))
+        self._thread.join()
+        for s in self.sinks:
+            s.close()

@@ -1,0 +1,354 @@
+"""The training engine: one jitted program per configuration.
+
+`chunk(state, data, n_plain, apply, do_eval)` does one instrumented step (all
+metrics, on the parameters theta_t it starts from) followed by `n_plain`
+plain steps, for every member at once (vmap over the leading member axis).
+The trip count is a traced number, so the same compiled program serves every
+log interval, the remainder and the final measurement.
+
+A record labelled `step = t` describes theta_t: gradients, delta, update ratio
+of the update theta_t -> theta_t+1 on that step's batch; train/* on the fixed
+probe batch of training examples; eval/* on the test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from actlab import activations, data, metrics, models
+from actlab import logging as log_lib
+from actlab.config import Config, OptimizerConfig, Target
+
+
+def enable_compilation_cache(path: str | None = None) -> None:
+    """Turn on JAX's persistent compilation cache (default ~/.cache/actlab/jax)."""
+    path = path or os.environ.get("ACTLAB_JAX_CACHE",
+                                  str(Path.home() / ".cache" / "actlab" / "jax"))
+    if path in ("", "0", "off"):
+        return
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training; every leaf has a leading member axis."""
+
+    params: Any
+    opt_state: Any
+    step: jax.Array  # int32: updates applied so far
+    diverged_at: jax.Array  # int32: step of the first non-finite loss, -1 if none
+    key: jax.Array  # per-member key for batches; folded with the step
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A configuration made concrete: data, model, optimizer, metric constants."""
+
+    config: Config
+    dataset: data.Dataset
+    model: models.Model
+    tx: optax.GradientTransformation
+    sat_lo: np.ndarray  # [L] lower end of the non-saturating region (NaN: never saturates)
+    sat_hi: np.ndarray  # [L]
+    dphi_max: np.ndarray  # [L] max |phi'| of each layer's activation
+
+    @property
+    def seeds(self) -> list[int]:
+        t = self.config.train
+        return [t.seed + i for i in range(t.seeds)]
+
+
+def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
+    """The optax transformation named by the config."""
+    if cfg.name == "sgd":
+        tx = optax.sgd(cfg.lr)
+    elif cfg.name == "momentum":
+        tx = optax.sgd(cfg.lr, momentum=cfg.momentum)
+    elif cfg.name == "adam":
+        tx = optax.adam(cfg.lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    else:
+        return optax.adamw(cfg.lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                           weight_decay=cfg.weight_decay)
+    if cfg.weight_decay:
+        tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), tx)
+    return tx
+
+
+_DPHI_MAX_CACHE: dict[tuple, float] = {}
+
+
+def _dphi_max(sp: activations.Spec) -> float:
+    key = (sp.name, tuple(sorted(sp.fixed.items())), tuple(sorted(sp.learned.items())))
+    if key not in _DPHI_MAX_CACHE:
+        _DPHI_MAX_CACHE[key] = sp.max_abs_derivative()
+    return _DPHI_MAX_CACHE[key]
+
+
+def layer_specs(config: Config) -> tuple[activations.Spec, ...]:
+    """One activation Spec per hidden layer."""
+    m = config.model
+    if m.activations is not None:
+        return tuple(activations.spec(a) for a in m.activations)
+    sp = activations.spec(config.activation.name, **config.activation.params)
+    return (sp,) * m.depth
+
+
+def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
+    """Load the dataset and build model and optimizer for `config`."""
+    ds = dataset or data.load(config.dataset.name, **config.dataset.params)
+    specs = layer_specs(config)
+    model = models.build(config.model.name, specs=specs, num_classes=ds.num_classes,
+                         depth=config.model.depth, width=config.model.width,
+                         init_name=config.init.name, distribution=config.init.distribution,
+                         gain=config.init.gain)
+    bounds = [sp.saturation() or (np.nan, np.nan) for sp in specs]
+    return Experiment(
+        config=config, dataset=ds, model=model, tx=make_optimizer(config.optimizer),
+        sat_lo=np.array([b[0] for b in bounds], np.float32),
+        sat_hi=np.array([b[1] for b in bounds], np.float32),
+        dphi_max=np.array([_dphi_max(sp) for sp in specs], np.float32),
+    )
+
+
+def device_data(exp: Experiment) -> dict[str, jax.Array]:
+    """The dataset and the fixed probe batch, resident on the device."""
+    ds, p = exp.dataset, exp.config.train.probe_size
+    arrays = {"x_train": ds.x_train, "y_train": ds.y_train, "x_test": ds.x_test,
+              "y_test": ds.y_test, "x_probe": ds.x_train[:p], "y_probe": ds.y_train[:p]}
+    return jax.device_put(arrays)
+
+
+def init_state(exp: Experiment, seeds: list[int]) -> TrainState:
+    """Initial state for each seed, stacked on a leading member axis."""
+    x0 = jnp.asarray(exp.dataset.x_train[:1])
+
+    def one(seed):
+        init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
+        params = exp.model.init(init_key, x0)
+        return TrainState(params=params, opt_state=exp.tx.init(params),
+                          step=jnp.zeros((), jnp.int32),
+                          diverged_at=jnp.full((), -1, jnp.int32), key=data_key)
+
+    return jax.jit(jax.vmap(one))(jnp.asarray(seeds, jnp.uint32))
+
+
+def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def make_chunk(exp: Experiment) -> Callable:
+    """The jitted, member-vmapped chunk function (state donated)."""
+    model, tx, batch_size = exp.model, exp.tx, exp.config.train.batch_size
+    sat_lo, sat_hi, dphi_max = (jnp.asarray(a) for a in (exp.sat_lo, exp.sat_hi, exp.dphi_max))
+
+    def loss_fn(params, eps, x, y):
+        logits, _ = model.apply(params, x, eps)
+        return _cross_entropy(logits, y)
+
+    def batch(state, d):
+        idx = jax.random.randint(jax.random.fold_in(state.key, state.step), (batch_size,), 0,
+                                 d["x_train"].shape[0])
+        return d["x_train"][idx], d["y_train"][idx]
+
+    def commit(state, loss, grads, new_params, new_opt, apply):
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        live = state.diverged_at < 0
+        ok = finite & live & apply
+        keep = functools.partial(jax.tree.map, lambda n, o: jnp.where(ok, n, o))
+        return state.replace(
+            params=keep(new_params, state.params), opt_state=keep(new_opt, state.opt_state),
+            step=state.step + apply.astype(jnp.int32),
+            diverged_at=jnp.where(live & ~finite & apply, state.step, state.diverged_at))
+
+    def plain_step(state, d):
+        x, y = batch(state, d)
+        loss, g = jax.value_and_grad(loss_fn)(state.params, None, x, y)
+        updates, opt = tx.update(g, state.opt_state, state.params)
+        return commit(state, loss, g, optax.apply_updates(state.params, updates), opt,
+                      jnp.bool_(True))
+
+    def evaluate(params, d):
+        logits, _ = model.apply(params, d["x_test"])
+        return {"eval/loss": _cross_entropy(logits, d["y_test"]),
+                "eval/acc": metrics.accuracy(logits, d["y_test"])}
+
+    def skip_eval(params, d):
+        return {"eval/loss": jnp.float32(jnp.nan), "eval/acc": jnp.float32(jnp.nan)}
+
+    def measured_step(state, d, apply, do_eval):
+        x, y = batch(state, d)
+        eps = jnp.zeros(model.eps_shape(batch_size), x.dtype)
+        loss, (g, g_eps) = jax.value_and_grad(loss_fn, argnums=(0, 1))(state.params, eps, x, y)
+        updates, opt = tx.update(g, state.opt_state, state.params)
+        m = metrics.parameter_metrics(model.layer_sqnorms, state.params, g, updates)
+        m["delta_norm"] = metrics.delta_norm(g_eps)
+        logits, aux = model.apply(state.params, d["x_probe"], capture=True)
+        m["train/loss"] = _cross_entropy(logits, d["y_probe"])
+        m["train/acc"] = metrics.accuracy(logits, d["y_probe"])
+        m.update(metrics.activation_metrics(aux["z"], aux["h"], aux["dphi"], sat_lo, sat_hi,
+                                            dphi_max))
+        m.update(model.activation_params(state.params))
+        m.update(jax.lax.cond(do_eval, evaluate, skip_eval, state.params, d))
+        new = commit(state, loss, g, optax.apply_updates(state.params, updates), opt, apply)
+        m["diverged_at"] = new.diverged_at
+        return new, m
+
+    def chunk(state, d, n_plain, apply, do_eval):
+        state, m = measured_step(state, d, apply, do_eval)
+        state = jax.lax.fori_loop(0, n_plain, lambda _, s: plain_step(s, d), state)
+        return state, m
+
+    return jax.jit(jax.vmap(chunk, in_axes=(0, None, None, None, None)), donate_argnums=0)
+
+
+# --------------------------------------------------------------------------- #
+# Host side: records, convergence summaries, the driver.
+
+PER_MEMBER_SUMMARY = ("final_train_loss", "final_eval_loss", "final_eval_acc", "best_eval_acc",
+                      "steps_to_target", "time_to_target", "loss_auc", "diverged_at")
+
+
+class Tracker:
+    """Convergence summary of one member, updated record by record."""
+
+    def __init__(self, seed: int, target: Target | None):
+        self.seed, self.target = seed, target
+        self.losses: list[float] = []
+        self.s: dict[str, Any] = dict.fromkeys(PER_MEMBER_SUMMARY)
+
+    def update(self, r: dict[str, Any]) -> None:
+        if r.get("train/loss") is not None:
+            self.losses.append(r["train/loss"])
+            self.s["final_train_loss"] = r["train/loss"]
+            self.s["loss_auc"] = float(np.mean(self.losses))
+        if "eval/acc" in r:
+            self.s["final_eval_loss"], self.s["final_eval_acc"] = r["eval/loss"], r["eval/acc"]
+            best = self.s["best_eval_acc"]
+            if r["eval/acc"] is not None and (best is None or r["eval/acc"] > best):
+                self.s["best_eval_acc"] = r["eval/acc"]
+        t = self.target
+        if (t and self.s["steps_to_target"] is None and r.get(t.key) is not None
+                and t.met(r[t.key])):
+            self.s["steps_to_target"], self.s["time_to_target"] = r["step"], r["wall_time"]
+
+    def summary(self) -> dict[str, Any]:
+        return {"seed": self.seed, **self.s}
+
+
+def aggregate(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean, std and count over members of every numeric per-member field."""
+    out: dict[str, Any] = {}
+    for k in PER_MEMBER_SUMMARY:
+        vals = [m[k] for m in members if isinstance(m.get(k), (int, float))]
+        out[k] = {"mean": float(np.mean(vals)) if vals else None,
+                  "std": float(np.std(vals)) if vals else None, "n": len(vals)}
+    return out
+
+
+def to_records(m: dict[str, np.ndarray], step: int, wall: float, seeds: list[int],
+               with_eval: bool) -> list[dict[str, Any]]:
+    """Flatten one chunk's metrics ([members, ...] arrays) into per-member records.
+
+    Members that diverged before `step` are frozen and get no more records.
+    """
+    records = []
+    for i, seed in enumerate(seeds):
+        div = int(m["diverged_at"][i])
+        if 0 <= div < step:
+            continue
+        r: dict[str, Any] = {"step": step, "seed": seed, "wall_time": round(wall, 4)}
+        for k, v in m.items():
+            if k == "diverged_at" or (k.startswith("eval/") and not with_eval):
+                continue
+            v = v[i]
+            if v.ndim == 0:
+                r[k] = float(v)
+            else:
+                r.update({f"{k}/{l}": float(x) for l, x in enumerate(v)})
+        records.append(log_lib.clean(r))
+    return records
+
+
+def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None,
+        sinks: list[log_lib.Sink] | None = None) -> dict[str, Any]:
+    """Train every member of `config`, writing records and summaries into `run_dir`."""
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    tc = config.train
+    exp = build(config)
+    seeds = exp.seeds
+    writer = log_lib.Writer(sinks if sinks is not None else
+                            [log_lib.make_sink(s, run_dir) for s in config.logger.sinks])
+    trackers = [Tracker(s, tc.target) for s in seeds]
+    summary: dict[str, Any] = {"config": config.to_dict(), "status": "running", "seeds": [],
+                               "aggregate": {}}
+    try:
+        d = device_data(exp)
+        state = init_state(exp, seeds)
+        chunk = make_chunk(exp)
+        log_steps = list(range(0, tc.steps, tc.log_every)) + [tc.steps]
+        bar = tqdm(total=tc.steps, unit="step", dynamic_ncols=True,
+                   disable=not (config.logger.progress if progress is None else progress),
+                   desc=f"{config.activation.name} d{config.model.depth}x{config.model.width}")
+        pending = None
+        last_div = np.full(len(seeds), -1)
+        for j, t in enumerate(log_steps):
+            final = t == tc.steps
+            n_plain = 0 if final else log_steps[j + 1] - t - 1
+            do_eval = final or (tc.eval_every > 0 and t % tc.eval_every == 0)
+            state, m = chunk(state, d, n_plain, not final, do_eval)
+            if pending is not None:
+                last_div = _emit(pending, writer, trackers, seeds, bar, summary, t0)
+            pending = (t, m, do_eval, (0 if final else n_plain + 1))
+        last_div = _emit(pending, writer, trackers, seeds, bar, summary, t0)
+        bar.close()
+        summary["status"] = "diverged" if np.all(last_div >= 0) else "completed"
+    except BaseException:
+        summary["status"] = "failed"
+        raise
+    finally:
+        summary["seeds"] = [tr.summary() for tr in trackers]
+        summary["aggregate"] = aggregate(summary["seeds"])
+        summary["wall_time"] = round(time.perf_counter() - t0, 3)
+        writer.summary(summary)
+        writer.close()
+    return summary
+
+
+def _emit(pending, writer, trackers, seeds, bar, summary, t0) -> np.ndarray:
+    """Fetch one chunk's metrics, write its records, update trackers and the bar."""
+    t, m, do_eval, advance = pending
+    m = jax.device_get(m)
+    wall = time.perf_counter() - t0
+    records = to_records(m, t, wall, seeds, do_eval)
+    div = np.asarray(m["diverged_at"])
+    for r in records:
+        trackers[seeds.index(r["seed"])].update(r)
+    for tr, dv in zip(trackers, div, strict=True):
+        tr.s["diverged_at"] = int(dv) if dv >= 0 else None
+    writer.write(records)
+    summary["seeds"] = [tr.summary() for tr in trackers]
+    summary["aggregate"] = aggregate(summary["seeds"])
+    summary["wall_time"] = round(wall, 3)
+    writer.summary(dict(summary))
+    post = {"loss": f"{np.nanmean(m['train/loss']):.3g}"}
+    accs = [tr.s["final_eval_acc"] for tr in trackers if tr.s["final_eval_acc"] is not None]
+    if accs:
+        post["eval_acc"] = f"{np.mean(accs):.3f}"
+    bar.set_postfix(post, refresh=False)
+    bar.update(advance)
+    return div
