@@ -311,13 +311,14 @@ def celu(z, alpha=1.0):
     return jnp.maximum(z, 0.0) + _neg_expm1(z, alpha)
 
 
-@register("gelu", formula=r"x\,\Phi(x)", output_range=(-0.17, INF), deriv_range=(-0.13, 1.13),
+@register("gelu", formula=r"x\,\Phi(x)", output_range=(-0.16997, INF), deriv_range=(-0.12900, 1.12900),
           smooth=True, saturation=(GELU_ARGMIN, INF), params={"approximate": False},
           description="exact erf form; approximate=true gives the tanh form")
 def gelu(z, approximate=False):
     if approximate:
+        # 0.5 (1 + tanh u) == sigmoid(2u); the sigmoid form keeps the far left tail accurate.
         c = math.sqrt(2.0 / math.pi)
-        return 0.5 * z * (1.0 + jnp.tanh(c * (z + 0.044715 * z**3)))
+        return z * jax.nn.sigmoid(2.0 * c * (z + 0.044715 * z**3))
     return 0.5 * z * (1.0 + jax.lax.erf(z / math.sqrt(2.0)))
 
 
@@ -325,22 +326,22 @@ def _swish_saturation(beta=1.0):
     return (SWISH_ARGMIN / beta, INF) if beta > 0 else None
 
 
-@register("swish", formula=r"x\,\sigma(\beta x)", output_range=(-0.2785, INF),
-          deriv_range=(-0.0998, 1.0998), smooth=True, saturation=(SWISH_ARGMIN, INF),
+@register("swish", formula=r"x\,\sigma(\beta x)", output_range=(-0.27846, INF),
+          deriv_range=(-0.09984, 1.09984), smooth=True, saturation=(SWISH_ARGMIN, INF),
           params={"beta": 1.0}, learnable=("beta",), saturation_fn=_swish_saturation,
           description="beta=1 is SiLU; beta may be learned")
 def swish(z, beta=1.0):
     return z * jax.nn.sigmoid(beta * z)
 
 
-@register("silu", formula=r"x\,\sigma(x)", output_range=(-0.2785, INF),
-          deriv_range=(-0.0998, 1.0998), smooth=True, saturation=(SWISH_ARGMIN, INF))
+@register("silu", formula=r"x\,\sigma(x)", output_range=(-0.27846, INF),
+          deriv_range=(-0.09984, 1.09984), smooth=True, saturation=(SWISH_ARGMIN, INF))
 def silu(z):
     return z * jax.nn.sigmoid(z)
 
 
-@register("mish", formula=r"x\tanh(\mathrm{softplus}(x))", output_range=(-0.3088, INF),
-          deriv_range=(-0.1, 1.2), smooth=True, saturation=(MISH_ARGMIN, INF))
+@register("mish", formula=r"x\tanh(\mathrm{softplus}(x))", output_range=(-0.30884, INF),
+          deriv_range=(-0.11253, 1.08849), smooth=True, saturation=(MISH_ARGMIN, INF))
 def mish(z):
     return z * jnp.tanh(jax.nn.softplus(z))
 
@@ -388,7 +389,11 @@ def hard_tanh(z):
           deriv_range=(0.0, 1.0), monotone=True, smooth=True, saturation=(0.0, INF),
           params={"b": 4.0}, description="algebraic softplus (Barron 2021)")
 def squareplus(z, b=4.0):
-    return 0.5 * (z + jnp.sqrt(z * z + b))
+    # For z < 0, z + sqrt(z^2 + b) cancels catastrophically; (z + s)(s - z) = b gives a
+    # stable form. Each branch sees only its own sign so neither makes inf/nan gradients.
+    zp, zn = jnp.maximum(z, 0.0), jnp.minimum(z, 0.0)
+    return jnp.where(z >= 0, 0.5 * (zp + jnp.sqrt(zp * zp + b)),
+                     0.5 * b / (jnp.sqrt(zn * zn + b) - zn))
 
 
 @register("sparse_plus", formula=r"0,\ \tfrac{(x+1)^2}{4},\ x \text{ on } (-\infty,-1],(-1,1),[1,\infty)",

@@ -153,6 +153,7 @@ def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def make_chunk(exp: Experiment) -> Callable:
     """The jitted, member-vmapped chunk function (state donated)."""
     model, tx, batch_size = exp.model, exp.tx, exp.config.train.batch_size
+    n_train = exp.dataset.x_train.shape[0]
     sat_lo, sat_hi, dphi_max = (jnp.asarray(a) for a in (exp.sat_lo, exp.sat_hi, exp.dphi_max))
 
     def loss_fn(params, eps, x, y):
@@ -160,8 +161,10 @@ def make_chunk(exp: Experiment) -> Callable:
         return _cross_entropy(logits, y)
 
     def batch(state, d):
+        if batch_size >= n_train:  # full-batch gradient descent, examples in order
+            return d["x_train"], d["y_train"]
         idx = jax.random.randint(jax.random.fold_in(state.key, state.step), (batch_size,), 0,
-                                 d["x_train"].shape[0])
+                                 n_train)
         return d["x_train"][idx], d["y_train"][idx]
 
     def commit(state, loss, grads, new_params, new_opt, apply):
@@ -191,7 +194,7 @@ def make_chunk(exp: Experiment) -> Callable:
 
     def measured_step(state, d, apply, do_eval):
         x, y = batch(state, d)
-        eps = jnp.zeros(model.eps_shape(batch_size), x.dtype)
+        eps = jnp.zeros(model.eps_shape(x.shape[0]), x.dtype)
         loss, (g, g_eps) = jax.value_and_grad(loss_fn, argnums=(0, 1))(state.params, eps, x, y)
         updates, opt = tx.update(g, state.opt_state, state.params)
         m = metrics.parameter_metrics(model.layer_sqnorms, state.params, g, updates)

@@ -1,0 +1,34 @@
+"""Shared fixtures: small configs and a helper to run the engine in-process."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", os.environ.get(
+    "ACTLAB_TEST_JAX_CACHE", os.path.expanduser("~/.cache/actlab/jax-tests")))
+
+from actlab.config import Config  # noqa: E402
+
+TINY = {
+    "model": {"depth": 2, "width": 8},
+    "train": {"steps": 20, "log_every": 5, "eval_every": 10, "probe_size": 64, "batch_size": 32},
+    "logger": {"progress": False},
+}
+
+
+def make_config(**sections) -> Config:
+    """A Config from TINY updated section by section (dicts merged one level deep)."""
+    d = {k: dict(v) for k, v in TINY.items()}
+    for k, v in sections.items():
+        d.setdefault(k, {}).update(v)
+    return Config.from_dict(d)
+
+
+@pytest.fixture
+def tiny_config():
+    return make_config
