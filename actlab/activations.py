@@ -311,7 +311,8 @@ def celu(z, alpha=1.0):
     return jnp.maximum(z, 0.0) + _neg_expm1(z, alpha)
 
 
-@register("gelu", formula=r"x\,\Phi(x)", output_range=(-0.16997, INF), deriv_range=(-0.12900, 1.12900),
+@register("gelu", formula=r"x\,\Phi(x)", output_range=(-0.16997, INF),
+          deriv_range=(-0.12900, 1.12900),
           smooth=True, saturation=(GELU_ARGMIN, INF), params={"approximate": False},
           description="exact erf form; approximate=true gives the tanh form")
 def gelu(z, approximate=False):
@@ -396,7 +397,8 @@ def squareplus(z, b=4.0):
                      0.5 * b / (jnp.sqrt(zn * zn + b) - zn))
 
 
-@register("sparse_plus", formula=r"0,\ \tfrac{(x+1)^2}{4},\ x \text{ on } (-\infty,-1],(-1,1),[1,\infty)",
+@register("sparse_plus",
+          formula=r"0,\ \tfrac{(x+1)^2}{4},\ x \text{ on } (-\infty,-1],(-1,1),[1,\infty)",
           output_range=(0.0, INF), deriv_range=(0.0, 1.0), monotone=True, can_die=True)
 def sparse_plus(z):
     return jnp.where(z <= -1.0, 0.0, jnp.where(z >= 1.0, z, (z + 1.0) ** 2 / 4.0))

@@ -36,6 +36,7 @@ class MLP(nn.Module):
     init_name: str = "he"
     distribution: str = "normal"
     gain: float = 1.0
+    scan_layers: bool = True  # False unrolls the identical layers (same numbers, slower compile)
 
     @property
     def homogeneous(self) -> bool:
@@ -80,9 +81,10 @@ class MLP(nn.Module):
         e0 = None if eps is None else eps[0]
         h, aux0 = layer(self.specs[0], x, k_in, b_in, e0, per_layer[0])
         auxs = [aux0]
-        if L > 1 and self.homogeneous:
+        if L > 1 and self.homogeneous and self.scan_layers:
             sp = self.specs[0]
-            xs = (k_h, b_h, None if eps is None else eps[1:], {p: a[1:] for p, a in learned.items()})
+            e_rest = None if eps is None else eps[1:]
+            xs = (k_h, b_h, e_rest, {p: a[1:] for p, a in learned.items()})
 
             def body(h, xs):
                 k, b, e, lp = xs
@@ -94,8 +96,10 @@ class MLP(nn.Module):
         elif L > 1:
             for l in range(1, L):
                 e = None if eps is None else eps[l]
-                h, a = layer(self.specs[l], h, k_h[l - 1], b_h[l - 1], e, per_layer[l])
-                auxs.append(a)
+                lp = ({p: v[l] for p, v in learned.items()} if self.homogeneous
+                      else per_layer[l])
+                h, aux_l = layer(self.specs[l], h, k_h[l - 1], b_h[l - 1], e, lp)
+                auxs.append(aux_l)
             if capture:
                 aux = jax.tree.map(lambda *a: jnp.stack(a), *auxs)
         elif capture:
@@ -108,7 +112,7 @@ class MLP(nn.Module):
 
 
 def mlp_layer_sqnorms(tree: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    """Squared L2 norm per hidden layer ([depth], kernel and bias together) and of the output layer."""
+    """Squared L2 norm per hidden layer ([depth], kernel and bias) and of the output layer."""
     first = jnp.sum(tree["in_kernel"] ** 2) + jnp.sum(tree["in_bias"] ** 2)
     per_layer = first[None]
     if "hidden_kernel" in tree:
@@ -151,10 +155,12 @@ class Model:
 
 
 def build_mlp(specs: tuple[Spec, ...], num_classes: int, depth: int, width: int,
-              init_name: str = "he", distribution: str = "normal", gain: float = 1.0) -> Model:
+              init_name: str = "he", distribution: str = "normal", gain: float = 1.0,
+              scan_layers: bool = True) -> Model:
     """An MLP Model with `depth` hidden layers of `width` units."""
     module = MLP(depth=depth, width=width, num_classes=num_classes, specs=specs,
-                 init_name=init_name, distribution=distribution, gain=gain)
+                 init_name=init_name, distribution=distribution, gain=gain,
+                 scan_layers=scan_layers)
     return Model(module=module, specs=specs, num_layers=depth, width=width,
                  layer_sqnorms=mlp_layer_sqnorms)
 

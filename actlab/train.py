@@ -168,7 +168,8 @@ def make_chunk(exp: Experiment) -> Callable:
         return d["x_train"][idx], d["y_train"][idx]
 
     def commit(state, loss, grads, new_params, new_opt, apply):
-        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+        grad_sq = sum(jnp.vdot(g, g) for g in jax.tree.leaves(grads))
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_sq)
         live = state.diverged_at < 0
         ok = finite & live & apply
         keep = functools.partial(jax.tree.map, lambda n, o: jnp.where(ok, n, o))

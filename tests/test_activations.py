@@ -225,7 +225,13 @@ def test_get_returns_jitted_callables_and_modules():
     assert "beta" in sw.init(jax.random.PRNGKey(0), jnp.ones((1, 2)))["params"]
 
 
-def test_register_a_custom_activation():
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Registrations made by a test vanish after it."""
+    monkeypatch.setattr(A, "_REGISTRY", dict(A._REGISTRY))
+
+
+def test_register_a_custom_activation(scratch_registry):
     @A.register("test_cube_root", formula=r"x^{1/3}", monotone=True)
     def cube_root(z):
         return jnp.cbrt(z)
@@ -234,7 +240,7 @@ def test_register_a_custom_activation():
     np.testing.assert_allclose(float(A.get("test_cube_root")(27.0)), 3.0, rtol=1e-6)
 
 
-def test_activation_by_import_path():
+def test_activation_by_import_path(scratch_registry):
     f = A.get("custom_acts:bent_identity")
     x = np.array([-2.0, 0.5, 3.0])
     np.testing.assert_allclose(np.asarray(f(jnp.asarray(x))),

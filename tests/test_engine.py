@@ -1,0 +1,163 @@
+"""The training engine: vmapped members, known phenomena, divergence, learnable activations."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from actlab import activations, models, train
+from conftest import make_config
+
+
+def records(run_dir):
+    with open(run_dir / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_vmapped_member_matches_a_separate_run_with_its_seed(tmp_path):
+    together = train.run(make_config(train={"seeds": 3, "seed": 0}), tmp_path / "a")
+    alone = train.run(make_config(train={"seeds": 1, "seed": 2}), tmp_path / "b")
+    ra = [r for r in records(tmp_path / "a") if r["seed"] == 2]
+    rb = records(tmp_path / "b")
+    assert [r["step"] for r in ra] == [r["step"] for r in rb] == [0, 5, 10, 15, 20]
+    for x, y in zip(ra, rb, strict=True):
+        assert set(x) == set(y)
+        for k in x:
+            if k != "wall_time" and x[k] is not None:
+                assert x[k] == pytest.approx(y[k], rel=1e-4, abs=1e-6), k
+    assert [s["seed"] for s in together["seeds"]] == [0, 1, 2]
+    assert together["seeds"][2]["final_eval_acc"] == pytest.approx(
+        alone["seeds"][0]["final_eval_acc"])
+
+
+def first_record(tmp_path, act, init):
+    cfg = make_config(activation={"name": act}, init={"name": init},
+                      model={"depth": 10, "width": 64},
+                      train={"steps": 1, "log_every": 1, "eval_every": 1, "batch_size": 64})
+    train.run(cfg, tmp_path / f"{act}-{init}")
+    return records(tmp_path / f"{act}-{init}")[0]
+
+
+def test_vanishing_gradients_sigmoid_vs_relu(tmp_path):
+    s = first_record(tmp_path, "sigmoid", "glorot")
+    r = first_record(tmp_path, "relu", "he")
+    # sigmoid: phi' <= 1/4 per layer, the backward signal shrinks by orders of magnitude
+    assert s["delta_norm/0"] / s["delta_norm/9"] < 1e-3
+    assert s["grad_norm/1"] / s["grad_norm/9"] < 1e-2
+    # relu with He init keeps it near constant through depth
+    assert 0.2 < r["delta_norm/0"] / r["delta_norm/9"] < 5
+    assert 0.2 < r["grad_norm/1"] / r["grad_norm/9"] < 5
+
+
+def test_relu_with_huge_learning_rate_dies_leaky_does_not(tmp_path):
+    def final_dead(act, lr):
+        cfg = make_config(activation={"name": act}, model={"depth": 4, "width": 32},
+                          optimizer={"name": "sgd", "lr": lr},
+                          train={"steps": 100, "log_every": 50, "eval_every": 50, "seeds": 4})
+        d = tmp_path / f"{act}-{lr}"
+        train.run(cfg, d)
+        last = [r for r in records(d) if r["step"] == 100]  # members that did not diverge
+        assert last
+        return np.mean([r[f"dead_frac/{l}"] for r in last for l in range(4)])
+
+    assert final_dead("relu", 1.0) > final_dead("relu", 0.01) + 0.1
+    assert final_dead("leaky_relu", 1.0) == 0.0
+
+
+def test_divergence_is_recorded_and_never_crashes(tmp_path):
+    cfg = make_config(optimizer={"name": "sgd", "lr": 1e12}, train={"seeds": 2})
+    s = train.run(cfg, tmp_path)
+    assert s["status"] == "diverged"
+    assert all(m["diverged_at"] is not None and m["diverged_at"] < 20 for m in s["seeds"])
+    recs = records(tmp_path)
+    for m in s["seeds"]:  # no records after the member stopped
+        assert all(r["step"] <= m["diverged_at"] for r in recs if r["seed"] == m["seed"])
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["status"] == "diverged"
+
+
+def test_some_members_diverge_the_others_finish(tmp_path):
+    cfg = make_config(activation={"name": "leaky_relu"}, model={"depth": 4, "width": 32},
+                      optimizer={"name": "sgd", "lr": 2.0},
+                      train={"steps": 100, "log_every": 50, "eval_every": 50, "seeds": 4})
+    s = train.run(cfg, tmp_path)
+    diverged = [m for m in s["seeds"] if m["diverged_at"] is not None]
+    assert 0 < len(diverged) < 4
+    assert s["status"] == "completed"
+    steps = {m["seed"]: max(r["step"] for r in records(tmp_path) if r["seed"] == m["seed"])
+             for m in s["seeds"]}
+    for m in s["seeds"]:
+        assert steps[m["seed"]] == (100 if m["diverged_at"] is None else
+                                    max(r for r in (0, 50) if r <= m["diverged_at"]))
+
+
+@pytest.mark.parametrize("act,params,key", [("prelu", {}, "prelu_alpha"),
+                                            ("swish", {"learnable": True}, "swish_beta")])
+def test_learnable_activation_parameters_train_and_are_logged(tmp_path, act, params, key):
+    cfg = make_config(activation={"name": act, **params}, model={"depth": 3, "width": 16},
+                      train={"steps": 60, "log_every": 20, "eval_every": 20})
+    train.run(cfg, tmp_path)
+    recs = records(tmp_path)
+    first, last = recs[0], recs[-1]
+    init = 0.25 if act == "prelu" else 1.0
+    for l in range(3):
+        assert first[f"{key}/{l}"] == pytest.approx(init)
+        assert abs(last[f"{key}/{l}"] - init) > 1e-4
+
+
+def test_per_layer_activation_list(tmp_path):
+    cfg = make_config(model={"depth": 3, "width": 8, "activations": ["tanh", "relu", "prelu"]})
+    s = train.run(cfg, tmp_path)
+    assert s["status"] == "completed"
+    r = records(tmp_path)[0]
+    # tanh never dies; the relu layer reports dead units measured with relu's phi'
+    assert r["dead_frac/0"] == 0.0 and "prelu_alpha/2" in r and "prelu_alpha/0" not in r
+
+
+def test_scan_over_layers_equals_unrolled():
+    sp = (activations.spec("gelu"),) * 6
+    kw = dict(specs=sp, num_classes=3, depth=6, width=16)
+    scanned, unrolled = models.build("mlp", **kw), models.build("mlp", scan_layers=False, **kw)
+    x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
+    y = jnp.arange(8) % 3
+    params = scanned.init(jax.random.PRNGKey(0), x)
+    eps = jnp.zeros(scanned.eps_shape(8))
+
+    def loss(m, p, e):
+        logits, _ = m.apply(p, x, e)
+        return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), y])
+
+    ls, gs = jax.value_and_grad(lambda p, e: loss(scanned, p, e), argnums=(0, 1))(params, eps)
+    lu, gu = jax.value_and_grad(lambda p, e: loss(unrolled, p, e), argnums=(0, 1))(params, eps)
+    np.testing.assert_allclose(ls, lu, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(gs), jax.tree.leaves(gu), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    _, auxs = scanned.apply(params, x, capture=True)
+    _, auxu = unrolled.apply(params, x, capture=True)
+    for k in ("z", "h", "dphi"):
+        assert auxs[k].shape == (6, 8, 16)
+        np.testing.assert_allclose(auxs[k], auxu[k], rtol=1e-5, atol=1e-6)
+
+
+def test_summary_convergence_fields(tmp_path):
+    cfg = make_config(model={"depth": 3, "width": 32},
+                      train={"steps": 400, "log_every": 20, "eval_every": 20,
+                             "target": "train/loss<=0.5", "seeds": 2})
+    s = train.run(cfg, tmp_path)
+    recs = records(tmp_path)
+    for m in s["seeds"]:
+        mine = [r for r in recs if r["seed"] == m["seed"]]
+        hit = [r for r in mine if r["train/loss"] <= 0.5]
+        assert m["steps_to_target"] == hit[0]["step"]
+        assert m["time_to_target"] == hit[0]["wall_time"]
+        assert m["loss_auc"] == pytest.approx(np.mean([r["train/loss"] for r in mine]))
+        evals = [r["eval/acc"] for r in mine if "eval/acc" in r]
+        assert m["best_eval_acc"] == pytest.approx(max(evals))
+        assert m["final_eval_acc"] == pytest.approx(evals[-1])
+    agg = s["aggregate"]["final_eval_acc"]
+    assert agg["n"] == 2
+    assert agg["mean"] == pytest.approx(np.mean([m["final_eval_acc"] for m in s["seeds"]]))
