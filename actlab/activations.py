@@ -289,7 +289,7 @@ def prelu(z, alpha=0.25):
 
 
 @register("elu", formula=r"x \text{ if } x>0 \text{ else } \alpha(e^x-1)",
-          output_range=(-1.0, INF), deriv_range=(0.0, 1.0), monotone=True, smooth=False,
+          output_range=(-1.0, INF), deriv_range=(0.0, 1.0), monotone=True, smooth=True,
           saturation=(0.0, INF), params={"alpha": 1.0},
           description="smooth for alpha=1; saturates to -alpha")
 def elu(z, alpha=1.0):

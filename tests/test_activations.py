@@ -247,3 +247,21 @@ def test_activation_by_import_path(scratch_registry):
                                (np.sqrt(x**2 + 1) - 1) / 2 + x, rtol=1e-6)
     with pytest.raises(A.ActivationError, match="cannot import"):
         A.get("no_such_module_xyz:fn")
+
+
+def test_activations_command_prints_table_and_plots(tmp_path, capsys):
+    from actlab import plots
+    from actlab.cli import activations_main
+
+    activations_main([])
+    out = capsys.readouterr().out
+    for name in A.names():
+        assert name in out
+    fig = plots.activation_grid(HIDDEN)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == len(HIDDEN)
+    assert all(len(ax.lines) == 4 for ax in visible)  # two reference axes + phi + phi'
+    assert {ax.get_title() for ax in visible} == set(HIDDEN)
+    png = tmp_path / "acts.png"
+    activations_main(["--plot", str(png)])
+    assert png.stat().st_size > 10_000
