@@ -356,3 +356,32 @@ def _emit(pending, writer, trackers, seeds, bar, summary, t0) -> np.ndarray:
     bar.set_postfix(post, refresh=False)
     bar.update(advance)
     return div
+
+
+def replay(config: Config, steps: list[int],
+           dataset: data.Dataset | None = None) -> tuple[Experiment, dict[int, Any]]:
+    """Retrain `config` (deterministically, nothing written) and keep parameters at `steps`.
+
+    Batches are keyed by the step number, so the trajectory does not depend on
+    where chunks start: the parameters equal those of the original run.
+    """
+    exp = build(config, dataset)
+    d, chunk = device_data(exp), make_chunk(exp)
+    state = init_state(exp, exp.seeds)
+    snaps: dict[int, Any] = {}
+    t = 0
+    for s in sorted({int(s) for s in steps if 0 <= s <= config.train.steps}):
+        if s > t:
+            state, _ = chunk(state, d, s - t - 1, True, False)
+            t = s
+        snaps[s] = jax.device_get(state.params)
+    return exp, snaps
+
+
+def forward(exp: Experiment, params: Any, x: np.ndarray, member: int = 0) -> dict[str, Any]:
+    """Probabilities and per-layer z, h, phi' of one member on inputs x (host arrays)."""
+    p = jax.tree.map(lambda a: jnp.asarray(a[member]), params)
+    logits, aux = jax.jit(lambda p, x: exp.model.apply(p, x, capture=True))(p, jnp.asarray(x))
+    out = {k: np.asarray(v) for k, v in aux.items()}
+    out["probs"] = np.asarray(jax.nn.softmax(logits, -1))
+    return out

@@ -1,0 +1,223 @@
+"""Run and sweep directories -> tidy pandas DataFrames.
+
+Reads only the files of the run-directory contract (metrics.jsonl,
+summary.json, .hydra/config.yaml). Each run's tidy frame is cached next to
+its metrics as Parquet, keyed by the size and mtime of metrics.jsonl, so
+re-loading a sweep of hundreds of runs takes a moment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CACHE = ".actlab_cache.parquet"
+# Config axes carried as columns: column -> path in the resolved config.
+AXES = {
+    "activation": ("activation", "name"),
+    "depth": ("model", "depth"),
+    "width": ("model", "width"),
+    "model": ("model", "name"),
+    "dataset": ("dataset", "name"),
+    "optimizer": ("optimizer", "name"),
+    "lr": ("optimizer", "lr"),
+    "init": ("init", "name"),
+    "batch_size": ("train", "batch_size"),
+}
+_LAYER_KEY = re.compile(r"^(.+)/(\d+)$")
+Paths = str | os.PathLike | Iterable[str | os.PathLike]
+
+
+def run_dirs(paths: Paths) -> list[Path]:
+    """Every run directory (one holding metrics.jsonl) under the given path(s), sorted."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if (p / METRICS).is_file():
+            found.add(p)
+        elif p.is_dir():
+            found.update(m.parent for m in p.rglob(METRICS))
+        else:
+            raise FileNotFoundError(f"{p} is neither a run directory nor a sweep directory")
+    return sorted(found, key=_natural)
+
+
+def _natural(p: Path) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]
+
+
+def run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The resolved config of a run (summary.json, else .hydra/config.yaml)."""
+    run_dir = Path(run_dir)
+    if (run_dir / SUMMARY).is_file():
+        cfg = json.loads((run_dir / SUMMARY).read_text()).get("config")
+        if cfg:
+            return cfg
+    hydra = run_dir / ".hydra" / "config.yaml"
+    return yaml.safe_load(hydra.read_text()) if hydra.is_file() else {}
+
+
+def activation_label(cfg: dict[str, Any]) -> str:
+    """'gelu', 'gelu(approximate=True)', 'leaky_relu(alpha=0.1)'; per-layer lists joined by '+'."""
+    acts = (cfg.get("model") or {}).get("activations")
+    if acts:
+        return "+".join(acts)
+    a = dict(cfg.get("activation") or {})
+    name = a.pop("name", "?")
+    from actlab import activations  # defaults are not worth showing
+
+    try:
+        defaults = activations.info(name).params
+    except ValueError:
+        defaults = {}
+    extra = {k: v for k, v in a.items() if defaults.get(k, None) != v and v is not False}
+    return name + ("(" + ",".join(f"{k}={v}" for k, v in sorted(extra.items())) + ")"
+                   if extra else "")
+
+
+def axes(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config axes of a run as a flat dict of column values."""
+    out: dict[str, Any] = {}
+    for col, (sec, key) in AXES.items():
+        out[col] = (cfg.get(sec) or {}).get(key)
+    out["activation"] = activation_label(cfg)
+    return out
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    recs = []
+    with open(path) as f:
+        for line in f:
+            try:
+                recs.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line from a killed run
+                continue
+    return recs
+
+
+def _tidy_uncached(run_dir: Path) -> pd.DataFrame:
+    recs = _read_records(run_dir / METRICS)
+    if not recs:
+        return pd.DataFrame(columns=["step", "seed", "wall_time", "metric", "layer", "value"])
+    wide = pd.DataFrame.from_records(recs)
+    long = wide.melt(id_vars=["step", "seed", "wall_time"], var_name="key", value_name="value")
+    long = long.dropna(subset=["value"])
+    parts = long["key"].str.extract(_LAYER_KEY)
+    long["metric"] = parts[0].fillna(long["key"])
+    long["layer"] = pd.to_numeric(parts[1]).astype("Int64")
+    return long.drop(columns="key").reset_index(drop=True)
+
+
+def _tidy(run_dir: Path, cache: bool) -> pd.DataFrame:
+    src = run_dir / METRICS
+    st = src.stat()
+    stamp = f"{st.st_size}-{st.st_mtime_ns}"
+    cache_file = run_dir / CACHE
+    if cache and cache_file.is_file():
+        try:
+            df = pd.read_parquet(cache_file)
+            if len(df) and df["_stamp"].iat[0] == stamp:
+                return df.drop(columns="_stamp")
+        except (OSError, ValueError, KeyError):
+            pass
+    df = _tidy_uncached(run_dir)
+    if cache:
+        try:
+            df.assign(_stamp=stamp).to_parquet(cache_file, index=False)
+        except OSError:  # read-only run directory: no cache, no problem
+            pass
+    return df
+
+
+def load_run(run_dir: str | os.PathLike, cache: bool = True) -> pd.DataFrame:
+    """One row per (step, seed, layer, metric) of one run, with its config axes as columns.
+
+    `layer` is the hidden-layer index for per-layer metrics and <NA> for scalar
+    ones (train/loss, eval/acc, grad_norm/out, ...).
+    """
+    run_dir = Path(run_dir)
+    df = _tidy(run_dir, cache)
+    cfg = run_config(run_dir)
+    for col, v in axes(cfg).items():
+        df[col] = v
+    df["run"] = str(run_dir)
+    return df
+
+
+def load_sweep(paths: Paths, cache: bool = True) -> pd.DataFrame:
+    """load_run over every run under `paths` (a run, a multirun tree, or a list), concatenated."""
+    frames = [load_run(d, cache) for d in run_dirs(paths)]
+    if not frames:
+        raise FileNotFoundError(f"no run directories (with {METRICS}) under {paths}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def summaries(paths: Paths) -> pd.DataFrame:
+    """One row per run member: config axes, seed, status and the convergence summary."""
+    rows = []
+    for d in run_dirs(paths):
+        s = json.loads((d / SUMMARY).read_text()) if (d / SUMMARY).is_file() else {}
+        cfg = s.get("config") or run_config(d)
+        base = {"run": str(d), **axes(cfg), "status": s.get("status", "unknown")}
+        target = (cfg.get("train") or {}).get("target")
+        for m in s.get("seeds", []):
+            rows.append({**base, "target": target, **m})
+    return pd.DataFrame(rows)
+
+
+def wide(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows of one per-layer metric pivoted to (run, seed, step) x layer."""
+    sel = df[(df["metric"] == metric) & df["layer"].notna()]
+    return sel.pivot_table(index=["run", "seed", "step"], columns="layer", values="value")
+
+
+def bootstrap_ci(values: Iterable[float], level: float = 0.95, n: int = 2000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
+    if len(v) == 0:
+        return (np.nan, np.nan)
+    if len(v) == 1:
+        return (float(v[0]), float(v[0]))
+    rng = np.random.default_rng(seed)
+    means = rng.choice(v, (n, len(v)), replace=True).mean(1)
+    a = (1 - level) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+def comparison_table(paths: Paths, df: pd.DataFrame | None = None) -> pd.DataFrame:
+    """activation x depth: final accuracy, steps_to_target, dead_frac, first/last grad-norm ratio."""
+    summ = summaries(paths)
+    df = load_sweep(paths) if df is None else df
+    last = df[df["step"] == df.groupby("run")["step"].transform("max")]
+    per_run = []
+    for run, g in last.groupby("run"):
+        gn = g[g["metric"] == "grad_norm"].groupby("layer")["value"].mean()
+        dead = g[g["metric"] == "dead_frac"]["value"].mean()
+        ratio = float(gn.iloc[0] / gn.iloc[-1]) if len(gn) and gn.iloc[-1] > 0 else np.nan
+        per_run.append({"run": run, "dead_frac": dead, "grad_ratio_first_last": ratio})
+    merged = summ.merge(pd.DataFrame(per_run), on="run", how="left")
+    rows = []
+    for (act, depth), g in merged.groupby(["activation", "depth"], sort=True):
+        acc = g["final_eval_acc"].astype(float)
+        stt = g["steps_to_target"].dropna().astype(float)
+        rows.append({
+            "activation": act, "depth": depth, "members": len(g),
+            "final_eval_acc": acc.mean(), "final_eval_acc_std": acc.std(ddof=0),
+            "steps_to_target": stt.mean() if len(stt) else np.nan,
+            "reached_target": f"{len(stt)}/{len(g)}",
+            "dead_frac": g["dead_frac"].mean(),
+            "grad_ratio_first_last": g["grad_ratio_first_last"].mean(),
+        })
+    return pd.DataFrame(rows)
