@@ -72,9 +72,21 @@ def _hydra_app():
     return app
 
 
+def quote_targets(argv: list[str]) -> list[str]:
+    """Quote `train.target=eval/acc>=0.95` for Hydra's override grammar (no quotes in shells)."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") == "train.target" and value[:1] not in ("'", '"'):
+            arg = f"{key}='{value}'" if "," not in value else arg
+        out.append(arg)
+    return out
+
+
 def train_main() -> None:
     """actlab-train: Hydra app over configs/."""
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    sys.argv[1:] = quote_targets(sys.argv[1:])
     check_group_choices(sys.argv[1:])
     _hydra_app()()
 
@@ -118,3 +130,21 @@ def _rng(r: tuple[float, float]) -> str:
 
 def _yn(b: bool) -> str:
     return "yes" if b else "no"
+
+
+def report_main(argv: list[str] | None = None) -> None:
+    """actlab-report DIR: figures and a self-contained report.html in DIR/report/."""
+    p = argparse.ArgumentParser(prog="actlab-report", description=report_main.__doc__)
+    p.add_argument("dir", help="a run directory or a sweep (multirun) directory")
+    p.add_argument("--no-replay", action="store_true",
+                   help="skip figures that retrain runs (distributions, decision boundaries)")
+    p.add_argument("--max-replays", type=int, default=6, help="runs to replay at most")
+    args = p.parse_args(argv)
+    from actlab import report
+
+    try:
+        page = report.build(args.dir, replay=not args.no_replay, max_replays=args.max_replays)
+    except FileNotFoundError as e:
+        print(f"actlab-report: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"wrote {page}")

@@ -255,9 +255,6 @@ def _train(d: Mapping[str, Any]) -> TrainConfig:
     steps = _int("train", "steps", sec.get("steps", t.steps), lo=1)
     log_every = _int("train", "log_every", sec.get("log_every", t.log_every), lo=1)
     eval_every = _int("train", "eval_every", sec.get("eval_every", t.eval_every), lo=0)
-    if eval_every % log_every:
-        raise ConfigError(f"train.eval_every ({eval_every}) must be a multiple of "
-                          f"train.log_every ({log_every})")
     return TrainConfig(
         steps=steps,
         batch_size=_int("train", "batch_size", sec.get("batch_size", t.batch_size), lo=1),

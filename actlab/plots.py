@@ -119,6 +119,7 @@ def layer_profile(df: pd.DataFrame, metric: str = "grad_norm", step: str | int =
             ax.fill_between(layers, stats["min"], stats["max"], alpha=0.15,
                             color=color_for(key), lw=0)
         ax.set(xlabel="layer (0 = first hidden)", title=f"depth {depth}" if depth else "")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if log:
             ax.set_yscale("log")
     axes[0][0].set_ylabel(f"{metric} (step: {step})")
@@ -234,8 +235,7 @@ def convergence(summ: pd.DataFrame, by: str = "activation", hue: str = "depth") 
                 continue
             lo, hi = bootstrap_ci(v)
             ax.errorbar(v.mean(), y, xerr=[[v.mean() - lo], [hi - v.mean()]],
-                        marker=markers[j % 8], color=color_for(key), capsize=3, ls="none",
-                        label=f"{hue}={h}" if i == 0 else None)
+                        marker=markers[j % 8], color=color_for(key), capsize=3, ls="none")
             if len(v) < len(g):
                 ax.annotate(f"{len(v)}/{len(g)}", (v.mean(), y), xytext=(6, 4),
                             textcoords="offset points", fontsize=7)
@@ -245,7 +245,9 @@ def convergence(summ: pd.DataFrame, by: str = "activation", hue: str = "depth") 
     ax.set(xlabel=f"steps to {target} (mean, 95% bootstrap CI)", xlim=(0, right * 1.25))
     ax.invert_yaxis()
     if hues != [None]:
-        ax.legend(loc="lower right")
+        handles = [matplotlib.lines.Line2D([], [], marker=markers[j % 8], color="0.35", ls="none",
+                                           label=f"{hue}={h}") for j, h in enumerate(hues)]
+        ax.legend(handles=handles, loc="lower right")
     fig.tight_layout()
     return fig
 
@@ -286,8 +288,8 @@ def decision_boundary(predict: Callable[[np.ndarray], np.ndarray], x_raw: np.nda
     p = np.asarray(predict(((grid - mean) / std).astype(np.float32))).reshape(gx.shape)
     ax.contourf(gx, gy, p, levels=np.linspace(0, 1, 11), cmap="RdBu", alpha=0.75)
     ax.contour(gx, gy, p, levels=[0.5], colors="k", linewidths=0.8)
-    ax.scatter(x_raw[:, 0], x_raw[:, 1], c=y, cmap="RdBu", vmin=-0.3, vmax=1.3, s=9,
-               edgecolors="white", linewidths=0.4)
+    ax.scatter(x_raw[:, 0], x_raw[:, 1], c=y, cmap="RdBu", vmin=-0.2, vmax=1.2, s=10,
+               edgecolors="black", linewidths=0.35)
     ax.set(title=title, xticks=[], yticks=[])
     ax.grid(False)
     ax.set_aspect("equal")

@@ -313,7 +313,9 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         for j, t in enumerate(log_steps):
             final = t == tc.steps
             n_plain = 0 if final else log_steps[j + 1] - t - 1
-            do_eval = final or (tc.eval_every > 0 and t % tc.eval_every == 0)
+            # evaluate on the first log step at or after each multiple of eval_every
+            do_eval = final or t == 0 or (tc.eval_every > 0 and
+                                          t // tc.eval_every > log_steps[j - 1] // tc.eval_every)
             state, m = chunk(state, d, n_plain, not final, do_eval)
             if pending is not None:
                 last_div = _emit(pending, writer, trackers, seeds, bar, summary, t0)
