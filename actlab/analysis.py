@@ -197,7 +197,7 @@ def bootstrap_ci(values: Iterable[float], level: float = 0.95, n: int = 2000,
 
 
 def comparison_table(paths: Paths, df: pd.DataFrame | None = None) -> pd.DataFrame:
-    """activation x depth: final accuracy, steps_to_target, dead_frac, first/last grad-norm ratio."""
+    """activation x depth: final acc, steps_to_target, dead_frac, first/last grad-norm ratio."""
     summ = summaries(paths)
     df = load_sweep(paths) if df is None else df
     last = df[df["step"] == df.groupby("run")["step"].transform("max")]
