@@ -62,7 +62,9 @@ def _hydra_app():
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         print(f"run directory: {run_dir}", flush=True)
         train.enable_compilation_cache()
-        summary = train.run(config, run_dir)
+        hc = HydraConfig.get()
+        label = f"[job {hc.job.num}] " if hc.mode is not None and hc.mode.name == "MULTIRUN" else ""
+        summary = train.run(config, run_dir, label=label)
         agg = summary["aggregate"]
         acc = agg["final_eval_acc"]["mean"]
         print(f"{summary['status']}: final eval acc {acc if acc is None else round(acc, 4)}; "

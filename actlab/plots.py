@@ -144,6 +144,7 @@ def layer_heatmap(df: pd.DataFrame, metric: str = "grad_norm", log: bool = True,
                        extent=(grid.columns.min(), grid.columns.max(), -0.5, len(grid) - 0.5))
         first = g.iloc[0]
         ax.set(title=f"{first['activation']} d{first['depth']}", xlabel="step", ylabel="layer")
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(False)
         fig.colorbar(im, ax=ax, label=f"log10 {metric}" if log else metric)
     for ax in list(axes.flat)[len(runs):]:

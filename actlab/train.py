@@ -288,7 +288,7 @@ def to_records(m: dict[str, np.ndarray], step: int, wall: float, seeds: list[int
 
 
 def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None,
-        sinks: list[log_lib.Sink] | None = None) -> dict[str, Any]:
+        sinks: list[log_lib.Sink] | None = None, label: str = "") -> dict[str, Any]:
     """Train every member of `config`, writing records and summaries into `run_dir`."""
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -307,7 +307,8 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         log_steps = list(range(0, tc.steps, tc.log_every)) + [tc.steps]
         bar = tqdm(total=tc.steps, unit="step", dynamic_ncols=True,
                    disable=not (config.logger.progress if progress is None else progress),
-                   desc=f"{config.activation.name} d{config.model.depth}x{config.model.width}")
+                   desc=f"{label}{config.activation.name} "
+                        f"d{config.model.depth}x{config.model.width}")
         pending = None
         last_div = np.full(len(seeds), -1)
         for j, t in enumerate(log_steps):
