@@ -49,9 +49,19 @@ class ActivationConfig:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     name: str = "mlp"
-    depth: int = 4  # hidden layers
-    width: int = 64  # units per hidden layer
-    activations: tuple[str, ...] | None = None  # one per hidden layer; overrides `activation`
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # depth, width, ...
+    activations: tuple[str, ...] | None = None  # one per layer; overrides `activation`
+    head: str = "softmax"  # softmax | one_vs_all (classification)
+    num_layers: int = 4  # activation sites, derived from the model's parameters
+
+    @property
+    def depth(self) -> int:
+        return int(self.params.get("depth", self.num_layers))
+
+    @property
+    def width(self) -> Any:
+        p = self.params
+        return p.get("width", p.get("channels", p.get("dim", p.get("hidden"))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,28 +195,34 @@ def _activation(d: Mapping[str, Any]) -> ActivationConfig:
     return ActivationConfig(name=name, params=sec)
 
 
+HEADS = ("softmax", "one_vs_all")
+
+
 def _model(d: Mapping[str, Any]) -> ModelConfig:
     sec = _section(d, "model")
     name = _choice("model", "name", sec.pop("name", "mlp"), models.names())
-    known = [f.name for f in dataclasses.fields(ModelConfig)]
-    _no_extra("model", sec, known)
-    depth = _int("model", "depth", sec.get("depth", 4), lo=1)
-    width = _int("model", "width", sec.get("width", 64), lo=1)
-    acts = sec.get("activations")
+    acts = sec.pop("activations", None)
+    head = _choice("model", "head", sec.pop("head", "softmax"), HEADS)
+    for k, v in list(sec.items()):
+        if isinstance(v, list):
+            sec[k] = tuple(v)
+    try:
+        n = models.check(name, sec)
+    except models.ModelError as e:
+        raise ConfigError(str(e)) from None
     if acts is not None:
         if isinstance(acts, str) or not all(isinstance(a, str) for a in acts):
             raise ConfigError(f"model.activations must be a list of names, got {acts!r}")
-        if len(acts) != depth:
-            raise ConfigError(
-                f"model.activations has {len(acts)} entries but model.depth is {depth}"
-            )
+        if len(acts) != n:
+            raise ConfigError(f"model.activations has {len(acts)} entries but model '{name}' "
+                              f"has {n} activation layers")
         for a in acts:
             try:
                 activations.spec(a)
             except activations.ActivationError as e:
                 raise ConfigError(f"model.activations: {e}") from None
         acts = tuple(acts)
-    return ModelConfig(name=name, depth=depth, width=width, activations=acts)
+    return ModelConfig(name=name, params=sec, activations=acts, head=head, num_layers=n)
 
 
 def _dataset(d: Mapping[str, Any]) -> DatasetConfig:

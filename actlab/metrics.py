@@ -44,21 +44,40 @@ def parameter_metrics(sqnorms, params, grads, updates) -> dict[str, jax.Array]:
     }
 
 
-def delta_norm(grad_eps_LxBxW: jax.Array) -> jax.Array:
-    """RMS over the batch of ||d loss_b / d z_l||, from d(mean loss)/d eps ([L, B, W] -> [L])."""
-    batch = grad_eps_LxBxW.shape[1]
-    per_example_sq = jnp.sum((batch * grad_eps_LxBxW) ** 2, axis=-1)  # [L, B]
-    return jnp.sqrt(jnp.mean(per_example_sq, axis=-1))
+def _delta_one(g_Bx: jax.Array) -> jax.Array:
+    batch = g_Bx.shape[0]
+    per_example_sq = jnp.sum(((batch * g_Bx) ** 2).reshape(batch, -1), axis=-1)  # [B]
+    return jnp.sqrt(jnp.mean(per_example_sq))
 
 
-def activation_metrics(z_LxPxW: jax.Array, h_LxPxW: jax.Array, dphi_LxPxW: jax.Array,
-                       sat_lo_L: jax.Array, sat_hi_L: jax.Array,
+def delta_norm(grad_eps) -> jax.Array:
+    """RMS over the batch of ||d loss_b / d z_l||, from d(mean loss)/d eps.
+
+    `grad_eps` is stacked [L, B, W] or a list of per-layer [B, ..., C] arrays; returns [L].
+    """
+    if isinstance(grad_eps, (list, tuple)):
+        return jnp.stack([_delta_one(g) for g in grad_eps])
+    return jax.vmap(_delta_one)(grad_eps)
+
+
+def activation_metrics(z, h, dphi, sat_lo_L: jax.Array, sat_hi_L: jax.Array,
                        dphi_max_L: jax.Array) -> dict[str, jax.Array]:
     """act_mean, act_std, dead_frac, sat_frac per layer, on the probe batch.
 
+    z, h, dphi are stacked [L, P, W] or lists of per-layer [P, ..., C] arrays (every
+    position of a conv layer counts as an example, each channel as a unit).
     sat_lo/sat_hi bound the non-saturating region per layer (NaN where the
     activation has no saturating tail); dphi_max is max |phi'| per layer.
     """
+    if isinstance(z, (list, tuple)):
+        per = [_stacked_metrics(*(a.reshape(1, -1, a.shape[-1]) for a in (zl, hl, dl)),
+                                sat_lo_L[l:l + 1], sat_hi_L[l:l + 1], dphi_max_L[l:l + 1])
+               for l, (zl, hl, dl) in enumerate(zip(z, h, dphi, strict=True))]
+        return {k: jnp.concatenate([p[k] for p in per]) for k in per[0]}
+    return _stacked_metrics(z, h, dphi, sat_lo_L, sat_hi_L, dphi_max_L)
+
+
+def _stacked_metrics(z_LxPxW, h_LxPxW, dphi_LxPxW, sat_lo_L, sat_hi_L, dphi_max_L):
     abs_d = jnp.abs(dphi_LxPxW)
     zero = abs_d <= DEAD_EPS
     dead = jnp.mean(jnp.all(zero, axis=1), axis=-1)

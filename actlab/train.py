@@ -49,6 +49,7 @@ class TrainState:
 
     params: Any
     opt_state: Any
+    model_state: Any  # non-parameter collections, e.g. batch-norm running statistics
     step: jax.Array  # int32: updates applied so far
     diverged_at: jax.Array  # int32: step of the first non-finite loss, -1 if none
     key: jax.Array  # per-member key for batches; folded with the step
@@ -99,22 +100,29 @@ def _dphi_max(sp: activations.Spec) -> float:
 
 
 def layer_specs(config: Config) -> tuple[activations.Spec, ...]:
-    """One activation Spec per hidden layer."""
+    """One activation Spec per activation site of the model."""
     m = config.model
     if m.activations is not None:
         return tuple(activations.spec(a) for a in m.activations)
     sp = activations.spec(config.activation.name, **config.activation.params)
-    return (sp,) * m.depth
+    return (sp,) * m.num_layers
 
 
 def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
     """Load the dataset and build model and optimizer for `config`."""
     ds = dataset or data.load(config.dataset.name, **config.dataset.params)
     specs = layer_specs(config)
+    extra = {k: ds.meta[k] for k in ("num_users", "num_items") if k in ds.meta}
+    if config.model.name == "recommender" and ds.task != "rating":
+        raise models.ModelError(f"model 'recommender' needs a ratings dataset, not "
+                                f"'{ds.name}' (dataset=ratings or dataset=movielens)")
+    if ds.task == "rating" and config.model.name != "recommender":
+        raise models.ModelError(f"dataset '{ds.name}' holds (user, item) ratings; use "
+                                f"model=recommender")
     model = models.build(config.model.name, specs=specs, num_classes=ds.num_classes,
-                         depth=config.model.depth, width=config.model.width,
-                         init_name=config.init.name, distribution=config.init.distribution,
-                         gain=config.init.gain)
+                         input_shape=ds.input_shape,
+                         init=(config.init.name, config.init.distribution, config.init.gain),
+                         **config.model.params, **extra)
     bounds = [sp.saturation() or (np.nan, np.nan) for sp in specs]
     return Experiment(
         config=config, dataset=ds, model=model, tx=make_optimizer(config.optimizer),
@@ -138,16 +146,37 @@ def init_state(exp: Experiment, seeds: list[int]) -> TrainState:
 
     def one(seed):
         init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
-        params = exp.model.init(init_key, x0)
-        return TrainState(params=params, opt_state=exp.tx.init(params),
+        params, model_state = exp.model.init(init_key, x0)
+        return TrainState(params=params, opt_state=exp.tx.init(params), model_state=model_state,
                           step=jnp.zeros((), jnp.int32),
                           diverged_at=jnp.full((), -1, jnp.int32), key=data_key)
 
     return jax.jit(jax.vmap(one))(jnp.asarray(seeds, jnp.uint32))
 
 
-def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+def head_functions(head: str, task: str, scale: float = 1.0):
+    """(loss(logits, y), measures(logits, y) -> dict) for the output head and task."""
+    if task == "rating":  # one sigmoid unit against ratings scaled to [0, 1]
+        def loss(logits, y):
+            return jnp.mean((jax.nn.sigmoid(logits[:, 0]) - y) ** 2)
+
+        def measures(logits, y):
+            mse = loss(logits, y)
+            return {"loss": mse, "acc": jnp.float32(jnp.nan), "rmse": jnp.sqrt(mse) * scale}
+
+        return loss, measures
+    if head == "one_vs_all":  # an independent sigmoid per class, binary cross-entropy each
+        def loss(logits, y):
+            onehot = jax.nn.one_hot(y, logits.shape[-1])
+            return optax.sigmoid_binary_cross_entropy(logits, onehot).sum(-1).mean()
+    else:
+        def loss(logits, y):
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    def measures(logits, y):
+        return {"loss": loss(logits, y), "acc": metrics.accuracy(logits, y)}
+
+    return loss, measures
 
 
 def make_chunk(exp: Experiment) -> Callable:
@@ -155,10 +184,12 @@ def make_chunk(exp: Experiment) -> Callable:
     model, tx, batch_size = exp.model, exp.tx, exp.config.train.batch_size
     n_train = exp.dataset.x_train.shape[0]
     sat_lo, sat_hi, dphi_max = (jnp.asarray(a) for a in (exp.sat_lo, exp.sat_hi, exp.dphi_max))
+    loss_of, measures = head_functions(exp.config.model.head, exp.dataset.task,
+                                       exp.dataset.meta.get("scale", 1.0))
 
-    def loss_fn(params, eps, x, y):
-        logits, _ = model.apply(params, x, eps)
-        return _cross_entropy(logits, y)
+    def loss_fn(params, eps, model_state, x, y, rng):
+        logits, _, new_state = model.apply(params, model_state, x, eps, train=True, rng=rng)
+        return loss_of(logits, y), new_state
 
     def batch(state, d):
         if batch_size >= n_train:  # full-batch gradient descent, examples in order
@@ -167,7 +198,10 @@ def make_chunk(exp: Experiment) -> Callable:
                                  n_train)
         return d["x_train"][idx], d["y_train"][idx]
 
-    def commit(state, loss, grads, new_params, new_opt, apply):
+    def step_rng(state):  # dropout key of this step, independent of the batch key
+        return jax.random.fold_in(jax.random.fold_in(state.key, state.step), 1)
+
+    def commit(state, loss, grads, new_params, new_opt, new_model_state, apply):
         grad_sq = sum(jnp.vdot(g, g) for g in jax.tree.leaves(grads))
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_sq)
         live = state.diverged_at < 0
@@ -175,39 +209,46 @@ def make_chunk(exp: Experiment) -> Callable:
         keep = functools.partial(jax.tree.map, lambda n, o: jnp.where(ok, n, o))
         return state.replace(
             params=keep(new_params, state.params), opt_state=keep(new_opt, state.opt_state),
+            model_state=keep(new_model_state, state.model_state),
             step=state.step + apply.astype(jnp.int32),
             diverged_at=jnp.where(live & ~finite & apply, state.step, state.diverged_at))
 
     def plain_step(state, d):
         x, y = batch(state, d)
-        loss, g = jax.value_and_grad(loss_fn)(state.params, None, x, y)
+        (loss, ms), g = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, None, state.model_state, x, y, step_rng(state))
         updates, opt = tx.update(g, state.opt_state, state.params)
-        return commit(state, loss, g, optax.apply_updates(state.params, updates), opt,
+        return commit(state, loss, g, optax.apply_updates(state.params, updates), opt, ms,
                       jnp.bool_(True))
 
-    def evaluate(params, d):
-        logits, _ = model.apply(params, d["x_test"])
-        return {"eval/loss": _cross_entropy(logits, d["y_test"]),
-                "eval/acc": metrics.accuracy(logits, d["y_test"])}
+    def evaluate(params, model_state, d):
+        logits, _, _ = model.apply(params, model_state, d["x_test"])
+        return {f"eval/{k}": v for k, v in measures(logits, d["y_test"]).items()}
 
-    def skip_eval(params, d):
-        return {"eval/loss": jnp.float32(jnp.nan), "eval/acc": jnp.float32(jnp.nan)}
+    def skip_eval(params, model_state, d):
+        out = jax.eval_shape(evaluate, params, model_state, d)
+        return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), out)
+
+    def zeros_like_z(params, model_state, x):
+        shapes = jax.eval_shape(lambda p, ms, x: model.apply(p, ms, x, capture=True)[1]["z"],
+                                params, model_state, x)
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def measured_step(state, d, apply, do_eval):
         x, y = batch(state, d)
-        eps = jnp.zeros(model.eps_shape(x.shape[0]), x.dtype)
-        loss, (g, g_eps) = jax.value_and_grad(loss_fn, argnums=(0, 1))(state.params, eps, x, y)
+        eps = zeros_like_z(state.params, state.model_state, x)
+        (loss, ms), (g, g_eps) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+            state.params, eps, state.model_state, x, y, step_rng(state))
         updates, opt = tx.update(g, state.opt_state, state.params)
         m = metrics.parameter_metrics(model.layer_sqnorms, state.params, g, updates)
         m["delta_norm"] = metrics.delta_norm(g_eps)
-        logits, aux = model.apply(state.params, d["x_probe"], capture=True)
-        m["train/loss"] = _cross_entropy(logits, d["y_probe"])
-        m["train/acc"] = metrics.accuracy(logits, d["y_probe"])
+        logits, aux, _ = model.apply(state.params, state.model_state, d["x_probe"], capture=True)
+        m.update({f"train/{k}": v for k, v in measures(logits, d["y_probe"]).items()})
         m.update(metrics.activation_metrics(aux["z"], aux["h"], aux["dphi"], sat_lo, sat_hi,
                                             dphi_max))
         m.update(model.activation_params(state.params))
-        m.update(jax.lax.cond(do_eval, evaluate, skip_eval, state.params, d))
-        new = commit(state, loss, g, optax.apply_updates(state.params, updates), opt, apply)
+        m.update(jax.lax.cond(do_eval, evaluate, skip_eval, state.params, state.model_state, d))
+        new = commit(state, loss, g, optax.apply_updates(state.params, updates), opt, ms, apply)
         m["diverged_at"] = new.diverged_at
         return new, m
 
@@ -307,8 +348,8 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         log_steps = list(range(0, tc.steps, tc.log_every)) + [tc.steps]
         bar = tqdm(total=tc.steps, unit="step", dynamic_ncols=True,
                    disable=not (config.logger.progress if progress is None else progress),
-                   desc=f"{label}{config.activation.name} "
-                        f"d{config.model.depth}x{config.model.width}")
+                   desc=f"{label}{config.model.name} {config.activation.name} "
+                        f"d{config.model.depth}")
         pending = None
         last_div = np.full(len(seeds), -1)
         for j, t in enumerate(log_steps):
@@ -363,10 +404,11 @@ def _emit(pending, writer, trackers, seeds, bar, summary, t0) -> np.ndarray:
 
 def replay(config: Config, steps: list[int],
            dataset: data.Dataset | None = None) -> tuple[Experiment, dict[int, Any]]:
-    """Retrain `config` (deterministically, nothing written) and keep parameters at `steps`.
+    """Retrain `config` (deterministically, nothing written) and snapshot it at `steps`.
 
     Batches are keyed by the step number, so the trajectory does not depend on
-    where chunks start: the parameters equal those of the original run.
+    where chunks start: the snapshots equal the original run's parameters.
+    Each snapshot is {"params": ..., "model_state": ...} with a leading member axis.
     """
     exp = build(config, dataset)
     d, chunk = device_data(exp), make_chunk(exp)
@@ -377,14 +419,24 @@ def replay(config: Config, steps: list[int],
         if s > t:
             state, _ = chunk(state, d, s - t - 1, True, False)
             t = s
-        snaps[s] = jax.device_get(state.params)
+        snaps[s] = jax.device_get({"params": state.params, "model_state": state.model_state})
     return exp, snaps
 
 
-def forward(exp: Experiment, params: Any, x: np.ndarray, member: int = 0) -> dict[str, Any]:
-    """Probabilities and per-layer z, h, phi' of one member on inputs x (host arrays)."""
-    p = jax.tree.map(lambda a: jnp.asarray(a[member]), params)
-    logits, aux = jax.jit(lambda p, x: exp.model.apply(p, x, capture=True))(p, jnp.asarray(x))
-    out = {k: np.asarray(v) for k, v in aux.items()}
-    out["probs"] = np.asarray(jax.nn.softmax(logits, -1))
+def forward(exp: Experiment, snapshot: Any, x: np.ndarray, member: int = 0) -> dict[str, Any]:
+    """Output probabilities and per-layer z, h, phi' of one member (eval mode) on inputs x."""
+    snap = jax.tree.map(lambda a: jnp.asarray(a[member]), snapshot)
+
+    def fwd(snap, x):
+        return exp.model.apply(snap["params"], snap["model_state"], x, capture=True)[:2]
+
+    logits, aux = jax.jit(fwd)(snap, jnp.asarray(x))
+    out = {k: (np.asarray(v) if not isinstance(v, list) else [np.asarray(a) for a in v])
+           for k, v in aux.items()}
+    if exp.dataset.task == "rating":
+        out["probs"] = np.asarray(jax.nn.sigmoid(logits))
+    elif exp.config.model.head == "one_vs_all":
+        out["probs"] = np.asarray(jax.nn.sigmoid(logits))
+    else:
+        out["probs"] = np.asarray(jax.nn.softmax(logits, -1))
     return out

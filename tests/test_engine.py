@@ -120,15 +120,15 @@ def test_per_layer_activation_list(tmp_path):
 
 def test_scan_over_layers_equals_unrolled():
     sp = (activations.spec("gelu"),) * 6
-    kw = dict(specs=sp, num_classes=3, depth=6, width=16)
+    kw = dict(specs=sp, num_classes=3, input_shape=(5,), depth=6, width=16)
     scanned, unrolled = models.build("mlp", **kw), models.build("mlp", scan_layers=False, **kw)
     x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
     y = jnp.arange(8) % 3
-    params = scanned.init(jax.random.PRNGKey(0), x)
-    eps = jnp.zeros(scanned.eps_shape(8))
+    params, state = scanned.init(jax.random.PRNGKey(0), x)
+    eps = jnp.zeros((6, 8, 16))
 
     def loss(m, p, e):
-        logits, _ = m.apply(p, x, e)
+        logits, _, _ = m.apply(p, state, x, e)
         return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), y])
 
     ls, gs = jax.value_and_grad(lambda p, e: loss(scanned, p, e), argnums=(0, 1))(params, eps)
@@ -136,8 +136,8 @@ def test_scan_over_layers_equals_unrolled():
     np.testing.assert_allclose(ls, lu, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(gs), jax.tree.leaves(gu), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-    _, auxs = scanned.apply(params, x, capture=True)
-    _, auxu = unrolled.apply(params, x, capture=True)
+    _, auxs, _ = scanned.apply(params, state, x, capture=True)
+    _, auxu, _ = unrolled.apply(params, state, x, capture=True)
     for k in ("z", "h", "dphi"):
         assert auxs[k].shape == (6, 8, 16)
         np.testing.assert_allclose(auxs[k], auxu[k], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,173 @@
+"""The MLP: identical hidden layers run under lax.scan, so compile time is flat in depth.
+
+Layer l computes z_l = norm(W_l h_{l-1} + b_l) (+ eps_l), h_l = dropout(phi_l(z_l)),
+plus h_{l-1} when residual (layers 1..depth-1, whose widths match).
+Parameters: in_kernel [D, W], in_bias [W], hidden_kernel [depth-1, W, W],
+hidden_bias [depth-1, W], out_kernel [W, C], out_bias [C]; norm scale/bias
+[depth, W] when normalised; learned activation parameters act_<p> [depth] (or
+act<l>_<p> when the layers use different activations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from actlab import init as init_lib
+from actlab.activations import Spec
+
+NORM_EPS = 1e-5
+BN_MOMENTUM = 0.9
+
+
+class MLP(nn.Module):
+    depth: int
+    width: int
+    num_classes: int
+    specs: tuple[Spec, ...]
+    init_name: str = "he"
+    distribution: str = "normal"
+    gain: float = 1.0
+    norm: str = "none"  # none | layer | batch
+    dropout: float = 0.0
+    residual: bool = False
+    scan_layers: bool = True  # False unrolls the identical layers (same numbers, slower compile)
+
+    @property
+    def homogeneous(self) -> bool:
+        return all(s == self.specs[0] for s in self.specs)
+
+    @nn.compact
+    def __call__(self, x, eps=None, capture: bool = False, train: bool = False):
+        x = x.reshape((x.shape[0], -1))
+        L, W = self.depth, self.width
+        kinit = init_lib.kernel_init(self.init_name, self.distribution, self.gain)
+        sinit = init_lib.kernel_init(self.init_name, self.distribution, self.gain, stacked=True)
+        k_in = self.param("in_kernel", kinit, (x.shape[-1], W))
+        b_in = self.param("in_bias", nn.initializers.zeros, (W,))
+        if L > 1:
+            k_h = self.param("hidden_kernel", sinit, (L - 1, W, W))
+            b_h = self.param("hidden_bias", nn.initializers.zeros, (L - 1, W))
+        else:
+            k_h = jnp.zeros((0, W, W), x.dtype)
+            b_h = jnp.zeros((0, W), x.dtype)
+        oinit = init_lib.kernel_init("orthogonal" if self.init_name == "orthogonal" else "glorot")
+        k_out = self.param("out_kernel", oinit, (W, self.num_classes))
+        b_out = self.param("out_bias", nn.initializers.zeros, (self.num_classes,))
+
+        norm: dict[str, jax.Array] = {}
+        if self.norm != "none":
+            norm["scale"] = self.param("norm_scale", nn.initializers.ones, (L, W))
+            norm["bias"] = self.param("norm_bias", nn.initializers.zeros, (L, W))
+        if self.norm == "batch":
+            ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (L, W))
+            ra_var = self.variable("batch_stats", "var", jnp.ones, (L, W))
+            norm["ra_mean"], norm["ra_var"] = ra_mean.value, ra_var.value
+
+        if self.homogeneous:
+            sp0 = self.specs[0]
+            learned = {p: self.param(f"act_{p}", nn.initializers.constant(v), (L,))
+                       for p, v in sp0.learned.items()}
+            layer_learned = [{p: v[l] for p, v in learned.items()} for l in range(L)]
+        else:
+            layer_learned = [
+                {p: self.param(f"act{l}_{p}", nn.initializers.constant(v), ())
+                 for p, v in sp.learned.items()}
+                for l, sp in enumerate(self.specs)
+            ]
+        drop_key = self.make_rng("dropout") if (train and self.dropout > 0) else None
+
+        def layer(sp, l, h, k, b, nrm, e, lp, residual):
+            z = h @ k + b
+            stats = None
+            if self.norm == "layer":
+                mu, var = z.mean(-1, keepdims=True), z.var(-1, keepdims=True)
+                z = (z - mu) * jax.lax.rsqrt(var + NORM_EPS) * nrm["scale"] + nrm["bias"]
+            elif self.norm == "batch":
+                if train:
+                    mu, var = z.mean(0), z.var(0)
+                    stats = (mu, var)
+                else:
+                    mu, var = nrm["ra_mean"], nrm["ra_var"]
+                z = (z - mu) * jax.lax.rsqrt(var + NORM_EPS) * nrm["scale"] + nrm["bias"]
+            if e is not None:
+                z = z + e
+            out = sp(z, **lp)
+            aux = (z, out, sp.derivative(z, **lp)) if capture else None
+            if drop_key is not None:
+                keep = jax.random.bernoulli(jax.random.fold_in(drop_key, l), 1 - self.dropout,
+                                            out.shape)
+                out = jnp.where(keep, out / (1 - self.dropout), 0.0)
+            if residual:
+                out = out + h
+            return out, (aux, stats)
+
+        def norm_at(l):
+            return {k: v[l] for k, v in norm.items()}
+
+        e0 = None if eps is None else eps[0]
+        h, (aux0, st0) = layer(self.specs[0], 0, x, k_in, b_in, norm_at(0), e0, layer_learned[0],
+                               False)
+        outs = [(aux0, st0)]
+        if L > 1 and self.homogeneous and self.scan_layers:
+            sp = self.specs[0]
+            xs = (jnp.arange(1, L), k_h, b_h, {k: v[1:] for k, v in norm.items()},
+                  None if eps is None else eps[1:], {p: v[1:] for p, v in learned.items()})
+
+            def body(h, xs):
+                l, k, b, nrm, e, lp = xs
+                return layer(sp, l, h, k, b, nrm, e, lp, self.residual)
+
+            h, rest = jax.lax.scan(body, h, xs)
+            stacked = jax.tree.map(lambda a, r: jnp.concatenate([a[None], r]), (aux0, st0), rest)
+        else:
+            for l in range(1, L):
+                e = None if eps is None else eps[l]
+                h, o = layer(self.specs[l], l, h, k_h[l - 1], b_h[l - 1], norm_at(l), e,
+                             layer_learned[l], self.residual)
+                outs.append(o)
+            stacked = jax.tree.map(lambda *a: jnp.stack(a), *outs)
+        aux, stats = stacked
+        if self.norm == "batch" and train and not self.is_initializing():
+            mu, var = stats
+            ra_mean.value = BN_MOMENTUM * ra_mean.value + (1 - BN_MOMENTUM) * mu
+            ra_var.value = BN_MOMENTUM * ra_var.value + (1 - BN_MOMENTUM) * var
+        logits = h @ k_out + b_out
+        if not capture:
+            return logits, None
+        z, hs, dphi = aux
+        return logits, {"z": z, "h": hs, "dphi": dphi}
+
+
+def layer_sqnorms(tree: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """Squared L2 norm per hidden layer ([depth], kernel and bias) and of the output layer."""
+    first = jnp.sum(tree["in_kernel"] ** 2) + jnp.sum(tree["in_bias"] ** 2)
+    per_layer = first[None]
+    if "hidden_kernel" in tree:
+        rest = jnp.sum(tree["hidden_kernel"] ** 2, (1, 2)) + jnp.sum(tree["hidden_bias"] ** 2, 1)
+        per_layer = jnp.concatenate([per_layer, rest])
+    out = jnp.sum(tree["out_kernel"] ** 2) + jnp.sum(tree["out_bias"] ** 2)
+    return per_layer, out
+
+
+def _sites(depth=4, width=64, norm="none", dropout=0.0, residual=False, scan_layers=True):
+    from actlab.models import choice, fraction, positive_int
+
+    positive_int("width", width)
+    choice("norm", norm, ("none", "layer", "batch"))
+    fraction("dropout", dropout)
+    return positive_int("depth", depth)
+
+
+def build(*, specs, num_classes, input_shape, init, depth=4, width=64, norm="none", dropout=0.0,
+          residual=False, scan_layers=True):
+    """An MLP with `depth` hidden layers of `width` units."""
+    from actlab.models import Model
+
+    module = MLP(depth=depth, width=width, num_classes=num_classes, specs=tuple(specs),
+                 init_name=init[0], distribution=init[1], gain=init[2], norm=norm,
+                 dropout=dropout, residual=bool(residual), scan_layers=scan_layers)
+    return Model(module=module, specs=tuple(specs), layer_sqnorms=layer_sqnorms)
