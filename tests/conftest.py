@@ -24,6 +24,8 @@ TINY = {
 def make_config(**sections) -> Config:
     """A Config from TINY updated section by section (dicts merged one level deep)."""
     d = {k: dict(v) for k, v in TINY.items()}
+    if sections.get("model", {}).get("name", "mlp") != "mlp":
+        d["model"] = {}  # TINY's depth/width are MLP parameters
     for k, v in sections.items():
         d.setdefault(k, {}).update(v)
     return Config.from_dict(d)

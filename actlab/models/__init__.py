@@ -185,11 +185,12 @@ def build(name: str, *, specs: tuple[Spec, ...], num_classes: int, input_shape: 
 
 
 def _register_builtin() -> None:
-    from actlab.models import cnn, mlp, recommender, transformer
+    from actlab.models import cnn, mlp, recommender, resnet, transformer
 
     register("mlp", mlp._sites)(mlp.build)
     register("cnn", cnn.sites)(cnn.build)
     register("transformer", transformer.sites)(transformer.build)
+    register("resnet", resnet.sites)(resnet.build)
     register("recommender", recommender.sites)(recommender.build)
 
 

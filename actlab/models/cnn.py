@@ -23,14 +23,14 @@ class CNN(nn.Module):
     stride: int = 1
     pool: str = "max"  # none | max | avg
     norm: str = "none"  # none | batch | layer
-    init: tuple = ("he", "normal", 1.0)
+    init_scheme: tuple = ("he", "normal", 1.0)
 
     @nn.compact
     def __call__(self, x, eps=None, capture: bool = False, train: bool = False):
         if x.ndim == 2:  # a flat vector is a 1-channel sequence
             x = x[..., None]
         spatial = x.ndim - 2
-        kinit = init_lib.kernel_init(*self.init)
+        kinit = init_lib.kernel_init(*self.init_scheme)
         aux = new_aux()
         h = x
         for l, sp in enumerate(self.specs):
@@ -65,5 +65,5 @@ def build(*, specs, num_classes, input_shape, init, depth=3, channels=32, kernel
         raise ModelError(f"model 'cnn' needs sequence or image inputs; this dataset's inputs "
                          f"have shape {tuple(input_shape)} (use model=mlp)")
     module = CNN(specs=tuple(specs), num_classes=num_classes, channels=channels,
-                 kernel_size=kernel_size, stride=stride, pool=pool, norm=norm, init=tuple(init))
+                 kernel_size=kernel_size, stride=stride, pool=pool, norm=norm, init_scheme=tuple(init))
     return Model(module=module, specs=tuple(specs), layer_sqnorms=prefix_sqnorms(len(specs)))

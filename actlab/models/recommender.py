@@ -29,7 +29,7 @@ class Recommender(nn.Module):
     n_factors: int = 16
     hidden: tuple[int, ...] = (64, 32)
     dropout: float = 0.2
-    init: tuple = ("he", "normal", 1.0)
+    init_scheme: tuple = ("he", "normal", 1.0)
 
     @nn.compact
     def __call__(self, x, eps=None, capture: bool = False, train: bool = False):
@@ -37,7 +37,7 @@ class Recommender(nn.Module):
         u = nn.Embed(self.num_users, self.n_factors, name="user_embedding")(x[:, 0])
         i = nn.Embed(self.num_items, self.n_factors, name="item_embedding")(x[:, 1])
         h = jnp.concatenate([u, i], -1)
-        kinit = init_lib.kernel_init(*self.init)
+        kinit = init_lib.kernel_init(*self.init_scheme)
         aux = new_aux()
         for l, (sp, width) in enumerate(zip(self.specs, self.hidden, strict=True)):
             z = nn.Dense(width, kernel_init=kinit, name=f"layer{l}")(h)
@@ -64,7 +64,7 @@ def build(*, specs, num_classes, input_shape, init, n_factors=16, hidden=(64, 32
                          "(dataset=ratings or dataset=movielens)")
     module = Recommender(specs=tuple(specs), num_users=num_users, num_items=num_items,
                          n_factors=n_factors, hidden=tuple(hidden), dropout=dropout,
-                         init=tuple(init))
+                         init_scheme=tuple(init))
     return Model(module=module, specs=tuple(specs), layer_sqnorms=prefix_sqnorms(len(specs)))
 
 

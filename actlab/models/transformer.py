@@ -21,7 +21,7 @@ class Transformer(nn.Module):
     heads: int = 4
     mlp_ratio: int = 2
     patch: int = 4
-    init: tuple = ("glorot", "normal", 1.0)
+    init_scheme: tuple = ("glorot", "normal", 1.0)
 
     @nn.compact
     def __call__(self, x, eps=None, capture: bool = False, train: bool = False):
@@ -33,7 +33,7 @@ class Transformer(nn.Module):
             x = x[:, : hh // p * p, : ww // p * p]
             x = x.reshape(b, hh // p, p, ww // p, p, c).transpose(0, 1, 3, 2, 4, 5)
             x = x.reshape(b, (hh // p) * (ww // p), p * p * c)
-        kinit = init_lib.kernel_init(*self.init)
+        kinit = init_lib.kernel_init(*self.init_scheme)
         h = nn.Dense(self.dim, name="embed")(x)
         h = h + self.param("pos", nn.initializers.normal(0.02), h.shape[1:])
         aux = new_aux()
@@ -66,5 +66,5 @@ def build(*, specs, num_classes, input_shape, init, depth=2, dim=64, heads=4, ml
         raise ModelError(f"model 'transformer' needs sequence or image inputs; this dataset's "
                          f"inputs have shape {tuple(input_shape)} (use model=mlp)")
     module = Transformer(specs=tuple(specs), num_classes=num_classes, dim=dim, heads=heads,
-                         mlp_ratio=mlp_ratio, patch=patch, init=tuple(init))
+                         mlp_ratio=mlp_ratio, patch=patch, init_scheme=tuple(init))
     return Model(module=module, specs=tuple(specs), layer_sqnorms=prefix_sqnorms(len(specs)))
