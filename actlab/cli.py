@@ -52,6 +52,8 @@ def _hydra_app():
     def app(cfg: DictConfig) -> float | None:
         from actlab import train
         from actlab.config import Config, ConfigError
+        from actlab.data import DataError
+        from actlab.models import ModelError
 
         try:
             config = Config.from_dict(OmegaConf.to_container(cfg, resolve=True))
@@ -64,7 +66,10 @@ def _hydra_app():
         train.enable_compilation_cache()
         hc = HydraConfig.get()
         label = f"[job {hc.job.num}] " if hc.mode is not None and hc.mode.name == "MULTIRUN" else ""
-        summary = train.run(config, run_dir, label=label)
+        try:
+            summary = train.run(config, run_dir, label=label)
+        except (DataError, ModelError) as e:  # caught while building, before any training
+            _fail(str(e))
         agg = summary["aggregate"]
         acc = agg["final_eval_acc"]["mean"]
         print(f"{summary['status']}: final eval acc {acc if acc is None else round(acc, 4)}; "

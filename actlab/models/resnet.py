@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from actlab import init as init_lib
-from actlab.models import (Model, ModelError, act_site, new_aux, positive_int, prefix_sqnorms)
+from actlab.models import Model, ModelError, act_site, new_aux, positive_int, prefix_sqnorms
 
 STAGES = 3
 
