@@ -65,5 +65,6 @@ def build(*, specs, num_classes, input_shape, init, depth=3, channels=32, kernel
         raise ModelError(f"model 'cnn' needs sequence or image inputs; this dataset's inputs "
                          f"have shape {tuple(input_shape)} (use model=mlp)")
     module = CNN(specs=tuple(specs), num_classes=num_classes, channels=channels,
-                 kernel_size=kernel_size, stride=stride, pool=pool, norm=norm, init_scheme=tuple(init))
+                 kernel_size=kernel_size, stride=stride, pool=pool, norm=norm,
+                 init_scheme=tuple(init))
     return Model(module=module, specs=tuple(specs), layer_sqnorms=prefix_sqnorms(len(specs)))
