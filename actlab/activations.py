@@ -136,6 +136,20 @@ def info(name: str) -> Info:
     return _entry(name).info
 
 
+# Initialisation that keeps the forward variance steady for each function
+# (He et al. 2015 for the relu family, Glorot & Bengio 2010 for the
+# zero-centred squashing functions, LeCun for selu); he for anything else.
+_MATCHED_INIT = {"selu": "lecun"}
+_MATCHED_INIT.update(dict.fromkeys(
+    ("tanh", "sigmoid", "softsign", "hard_tanh", "hard_sigmoid", "identity", "tanhshrink",
+     "log_sigmoid"), "glorot"))
+
+
+def recommended_init(name: str) -> str:
+    """The initialisation scheme usually recommended for `name`: he, glorot or lecun."""
+    return _MATCHED_INIT.get(name, "he")
+
+
 def check_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Validate parameters for `name`; return defaults updated with `params`."""
     inf = info(name)

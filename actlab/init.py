@@ -21,8 +21,8 @@ DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 
 
 def names() -> list[str]:
-    """Known initialisation names."""
-    return sorted([*_SCHEMES, "orthogonal"])
+    """Known initialisation names ('auto': the activation's recommended scheme)."""
+    return sorted([*_SCHEMES, "orthogonal", "auto"])
 
 
 def kernel_init(name: str, distribution: str = "normal", gain: float = 1.0,

@@ -108,6 +108,13 @@ def layer_specs(config: Config) -> tuple[activations.Spec, ...]:
     return (sp,) * m.num_layers
 
 
+def resolved_init(config: Config, specs: tuple[activations.Spec, ...]) -> str:
+    """init.name, with 'auto' replaced by the first layer's recommended scheme."""
+    if config.init.name != "auto":
+        return config.init.name
+    return activations.recommended_init(specs[0].name)
+
+
 def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
     """Load the dataset and build model and optimizer for `config`."""
     ds = dataset or data.load(config.dataset.name, **config.dataset.params)
@@ -121,7 +128,8 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
                                 f"model=recommender")
     model = models.build(config.model.name, specs=specs, num_classes=ds.num_classes,
                          input_shape=ds.input_shape,
-                         init=(config.init.name, config.init.distribution, config.init.gain),
+                         init=(resolved_init(config, specs), config.init.distribution,
+                               config.init.gain),
                          **config.model.params, **extra)
     bounds = [sp.saturation() or (np.nan, np.nan) for sp in specs]
     return Experiment(

@@ -187,3 +187,15 @@ def test_incompatible_combinations_are_clear():
         make_config(model={"name": "transformer", "dim": 10, "heads": 4})
     with pytest.raises(ConfigError, match="model 'cnn' has no parameter width"):
         make_config(model={"name": "cnn", "width": 3})
+
+
+def test_auto_init_matches_each_activation():
+    assert [activations.recommended_init(a) for a in ("relu", "tanh", "selu", "gelu")] == [
+        "he", "glorot", "lecun", "he"]
+    for act, fan in (("relu", 2.0), ("tanh", 1.0), ("selu", 1.0)):
+        cfg = make_config(activation={"name": act}, init={"name": "auto"},
+                          model={"depth": 2, "width": 512})
+        exp = train.build(cfg)
+        p, _ = exp.model.init(jax.random.PRNGKey(0), jnp.ones((1, 2)))
+        # hidden layer 512 -> 512: he 2/512, glorot 2/1024, lecun 1/512
+        assert np.var(np.asarray(p["hidden_kernel"])) == pytest.approx(fan / 512, rel=0.05)
