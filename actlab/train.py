@@ -272,7 +272,8 @@ def make_chunk(exp: Experiment) -> Callable:
 # Host side: records, convergence summaries, the driver.
 
 PER_MEMBER_SUMMARY = ("final_train_loss", "final_eval_loss", "final_eval_acc", "best_eval_acc",
-                      "steps_to_target", "time_to_target", "loss_auc", "diverged_at")
+                      "steps_to_target", "time_to_target", "time_to_target_excl_compile",
+                      "loss_auc", "diverged_at")
 
 
 class Tracker:
@@ -280,6 +281,7 @@ class Tracker:
 
     def __init__(self, seed: int, target: Target | None):
         self.seed, self.target = seed, target
+        self.compile_seconds = 0.0
         self.losses: list[float] = []
         self.s: dict[str, Any] = dict.fromkeys(PER_MEMBER_SUMMARY)
 
@@ -297,18 +299,23 @@ class Tracker:
         if (t and self.s["steps_to_target"] is None and r.get(t.key) is not None
                 and t.met(r[t.key])):
             self.s["steps_to_target"], self.s["time_to_target"] = r["step"], r["wall_time"]
+            self.s["time_to_target_excl_compile"] = round(r["wall_time"] - self.compile_seconds,
+                                                          4)
 
     def summary(self) -> dict[str, Any]:
         return {"seed": self.seed, **self.s}
 
 
 def aggregate(members: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean, std and count over members of every numeric per-member field."""
+    """Mean, std, count and 95% bootstrap interval of the mean over members, per field."""
+    from actlab.analysis import bootstrap_ci
+
     out: dict[str, Any] = {}
     for k in PER_MEMBER_SUMMARY:
         vals = [m[k] for m in members if isinstance(m.get(k), (int, float))]
         out[k] = {"mean": float(np.mean(vals)) if vals else None,
-                  "std": float(np.std(vals)) if vals else None, "n": len(vals)}
+                  "std": float(np.std(vals)) if vals else None, "n": len(vals),
+                  "ci95": list(bootstrap_ci(vals)) if vals else None}
     return out
 
 
@@ -352,7 +359,11 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     try:
         d = device_data(exp)
         state = init_state(exp, seeds)
-        chunk = make_chunk(exp)
+        t_compile = time.perf_counter()
+        chunk = make_chunk(exp).lower(state, d, 0, True, True).compile()
+        summary["compile_seconds"] = round(time.perf_counter() - t_compile, 3)
+        for tr in trackers:
+            tr.compile_seconds = summary["compile_seconds"]
         log_steps = list(range(0, tc.steps, tc.log_every)) + [tc.steps]
         bar = tqdm(total=tc.steps, unit="step", dynamic_ncols=True,
                    disable=not (config.logger.progress if progress is None else progress),

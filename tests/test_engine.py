@@ -158,6 +158,11 @@ def test_summary_convergence_fields(tmp_path):
         evals = [r["eval/acc"] for r in mine if "eval/acc" in r]
         assert m["best_eval_acc"] == pytest.approx(max(evals))
         assert m["final_eval_acc"] == pytest.approx(evals[-1])
+        assert m["time_to_target_excl_compile"] == pytest.approx(
+            m["time_to_target"] - s["compile_seconds"], abs=1e-3)
+    assert s["compile_seconds"] > 0
     agg = s["aggregate"]["final_eval_acc"]
     assert agg["n"] == 2
+    lo, hi = agg["ci95"]
+    assert lo <= agg["mean"] <= hi
     assert agg["mean"] == pytest.approx(np.mean([m["final_eval_acc"] for m in s["seeds"]]))
