@@ -111,7 +111,9 @@ def _tidy_uncached(run_dir: Path) -> pd.DataFrame:
     if not recs:
         return pd.DataFrame(columns=["step", "seed", "wall_time", "metric", "layer", "value"])
     wide = pd.DataFrame.from_records(recs)
-    long = wide.melt(id_vars=["step", "seed", "wall_time"], var_name="key", value_name="value")
+    # vmapped hyperparameters ("optimizer.lr") identify a member, like its seed
+    ids = ["step", "seed", "wall_time"] + [c for c in wide.columns if "." in c and "/" not in c]
+    long = wide.melt(id_vars=ids, var_name="key", value_name="value")
     long = long.dropna(subset=["value"])
     parts = long["key"].str.extract(_LAYER_KEY)
     long["metric"] = parts[0].fillna(long["key"])
@@ -150,7 +152,10 @@ def load_run(run_dir: str | os.PathLike, cache: bool = True) -> pd.DataFrame:
     df = _tidy(run_dir, cache)
     cfg = run_config(run_dir)
     for col, v in axes(cfg).items():
-        df[col] = v
+        if col == "lr" and "optimizer.lr" in df:
+            df[col] = df["optimizer.lr"]
+        else:
+            df[col] = v
     df["run"] = str(run_dir)
     return df
 
@@ -172,7 +177,10 @@ def summaries(paths: Paths) -> pd.DataFrame:
         base = {"run": str(d), **axes(cfg), "status": s.get("status", "unknown")}
         target = (cfg.get("train") or {}).get("target")
         for m in s.get("seeds", []):
-            rows.append({**base, "target": target, **m})
+            row = {**base, "target": target, **m}
+            if "optimizer.lr" in m:
+                row["lr"] = m["optimizer.lr"]
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -98,6 +98,8 @@ class TrainConfig:
     eval_every: int = 250
     target: Target | None = None
     probe_size: int = 512
+    # hyperparameters trained together as extra vmapped members: key -> values
+    vmap: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,7 +282,31 @@ def _train(d: Mapping[str, Any]) -> TrainConfig:
         eval_every=eval_every,
         target=parse_target(sec.get("target")),
         probe_size=_int("train", "probe_size", sec.get("probe_size", t.probe_size), lo=1),
+        vmap=_vmap(sec.get("vmap")),
     )
+
+
+VMAP_KEYS = ("optimizer.lr", "init.gain")
+
+
+def _vmap(sec: Any) -> dict[str, tuple[float, ...]]:
+    """Flatten train.vmap ({optimizer: {lr: [...]}}) into {'optimizer.lr': (...)}."""
+    out: dict[str, tuple[float, ...]] = {}
+    for group, inner in (sec or {}).items():
+        for key, values in (inner or {}).items():
+            name = f"{group}.{key}"
+            if values is None:
+                continue
+            if name not in VMAP_KEYS:
+                raise ConfigError(f"train.vmap.{name} cannot be vmapped; choose from: "
+                                  f"{', '.join(VMAP_KEYS)}")
+            if isinstance(values, (int, float)):
+                values = [values]
+            vals = tuple(_float("train.vmap", name, v, 0.0, lo_open=True) for v in values)
+            if not vals:
+                raise ConfigError(f"train.vmap.{name} is an empty list")
+            out[name] = vals
+    return out
 
 
 SINKS = ("local", "stdout", "none")

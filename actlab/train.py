@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -69,24 +70,44 @@ class Experiment:
 
     @property
     def seeds(self) -> list[int]:
+        """The seed of every member (seeds repeat across a vmapped hyperparameter grid)."""
+        return [m["seed"] for m in self.members]
+
+    @property
+    def members(self) -> list[dict[str, Any]]:
+        """Every member: its seed and its values of the vmapped hyperparameters (grid x seeds)."""
         t = self.config.train
-        return [t.seed + i for i in range(t.seeds)]
+        keys = list(t.vmap)
+        grid = itertools.product(*(t.vmap[k] for k in keys)) if keys else [()]
+        return [{**dict(zip(keys, point, strict=True)), "seed": t.seed + i}
+                for point in grid for i in range(t.seeds)]
 
 
-def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
-    """The optax transformation named by the config."""
-    if cfg.name == "sgd":
-        tx = optax.sgd(cfg.lr)
-    elif cfg.name == "momentum":
-        tx = optax.sgd(cfg.lr, momentum=cfg.momentum)
-    elif cfg.name == "adam":
-        tx = optax.adam(cfg.lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
-    else:
-        return optax.adamw(cfg.lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                           weight_decay=cfg.weight_decay)
-    if cfg.weight_decay:
-        tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), tx)
-    return tx
+def make_optimizer(cfg: OptimizerConfig, injectable_lr: bool = False
+                   ) -> optax.GradientTransformation:
+    """The optax transformation named by the config.
+
+    With `injectable_lr` the learning rate lives in the optimizer state
+    (optax.inject_hyperparams), so members of one program can use different rates.
+    """
+
+    def make(learning_rate):
+        if cfg.name == "sgd":
+            tx = optax.sgd(learning_rate)
+        elif cfg.name == "momentum":
+            tx = optax.sgd(learning_rate, momentum=cfg.momentum)
+        elif cfg.name == "adam":
+            tx = optax.adam(learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+        else:
+            return optax.adamw(learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                               weight_decay=cfg.weight_decay)
+        if cfg.weight_decay:
+            tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), tx)
+        return tx
+
+    if injectable_lr:
+        return optax.inject_hyperparams(make)(learning_rate=cfg.lr)
+    return make(cfg.lr)
 
 
 _DPHI_MAX_CACHE: dict[tuple, float] = {}
@@ -133,7 +154,8 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
                          **config.model.params, **extra)
     bounds = [sp.saturation() or (np.nan, np.nan) for sp in specs]
     return Experiment(
-        config=config, dataset=ds, model=model, tx=make_optimizer(config.optimizer),
+        config=config, dataset=ds, model=model,
+        tx=make_optimizer(config.optimizer, "optimizer.lr" in config.train.vmap),
         sat_lo=np.array([b[0] for b in bounds], np.float32),
         sat_hi=np.array([b[1] for b in bounds], np.float32),
         dphi_max=np.array([_dphi_max(sp) for sp in specs], np.float32),
@@ -148,18 +170,41 @@ def device_data(exp: Experiment) -> dict[str, jax.Array]:
     return jax.device_put(arrays)
 
 
-def init_state(exp: Experiment, seeds: list[int]) -> TrainState:
-    """Initial state for each seed, stacked on a leading member axis."""
-    x0 = jnp.asarray(exp.dataset.x_train[:1])
+def init_state(exp: Experiment, members: list[dict[str, Any]] | None = None) -> TrainState:
+    """Initial state for each member, stacked on a leading member axis.
 
-    def one(seed):
+    A vmapped init.gain rescales the hidden layers' kernels (not the output layer's);
+    a vmapped optimizer.lr is written into the injected optimizer hyperparameters.
+    """
+    members = exp.members if members is None else members
+    x0 = jnp.asarray(exp.dataset.x_train[:1])
+    base_gain = exp.config.init.gain
+
+    def one(seed, lr, gain):
         init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
         params, model_state = exp.model.init(init_key, x0)
-        return TrainState(params=params, opt_state=exp.tx.init(params), model_state=model_state,
+        if gain is not None:
+            params = jax.tree_util.tree_map_with_path(
+                lambda path, a: a * (gain / base_gain) if _is_hidden_kernel(path) else a, params)
+        opt_state = exp.tx.init(params)
+        if lr is not None:
+            opt_state.hyperparams["learning_rate"] = lr
+        return TrainState(params=params, opt_state=opt_state, model_state=model_state,
                           step=jnp.zeros((), jnp.int32),
                           diverged_at=jnp.full((), -1, jnp.int32), key=data_key)
 
-    return jax.jit(jax.vmap(one))(jnp.asarray(seeds, jnp.uint32))
+    def column(key):
+        if key not in exp.config.train.vmap:
+            return None
+        return jnp.asarray([m[key] for m in members], jnp.float32)
+
+    seeds = jnp.asarray([m["seed"] for m in members], jnp.uint32)
+    return jax.jit(jax.vmap(one))(seeds, column("optimizer.lr"), column("init.gain"))
+
+
+def _is_hidden_kernel(path) -> bool:
+    names = [getattr(k, "key", str(k)) for k in path]
+    return any("kernel" in str(n) for n in names) and not str(names[0]).startswith("out")
 
 
 def head_functions(head: str, task: str, scale: float = 1.0):
@@ -279,8 +324,8 @@ PER_MEMBER_SUMMARY = ("final_train_loss", "final_eval_loss", "final_eval_acc", "
 class Tracker:
     """Convergence summary of one member, updated record by record."""
 
-    def __init__(self, seed: int, target: Target | None):
-        self.seed, self.target = seed, target
+    def __init__(self, member: dict[str, Any], target: Target | None):
+        self.member, self.target = dict(member), target
         self.compile_seconds = 0.0
         self.losses: list[float] = []
         self.s: dict[str, Any] = dict.fromkeys(PER_MEMBER_SUMMARY)
@@ -303,7 +348,7 @@ class Tracker:
                                                           4)
 
     def summary(self) -> dict[str, Any]:
-        return {"seed": self.seed, **self.s}
+        return {**self.member, **self.s}
 
 
 def aggregate(members: list[dict[str, Any]]) -> dict[str, Any]:
@@ -319,18 +364,19 @@ def aggregate(members: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def to_records(m: dict[str, np.ndarray], step: int, wall: float, seeds: list[int],
-               with_eval: bool) -> list[dict[str, Any]]:
+def to_records(m: dict[str, np.ndarray], step: int, wall: float,
+               members: list[dict[str, Any]], with_eval: bool) -> list[dict[str, Any]]:
     """Flatten one chunk's metrics ([members, ...] arrays) into per-member records.
 
+    Each record carries the member's seed and its vmapped hyperparameter values.
     Members that diverged before `step` are frozen and get no more records.
     """
     records = []
-    for i, seed in enumerate(seeds):
+    for i, member in enumerate(members):
         div = int(m["diverged_at"][i])
         if 0 <= div < step:
             continue
-        r: dict[str, Any] = {"step": step, "seed": seed, "wall_time": round(wall, 4)}
+        r: dict[str, Any] = {"step": step, **member, "wall_time": round(wall, 4), "member": i}
         for k, v in m.items():
             if k == "diverged_at" or (k.startswith("eval/") and not with_eval):
                 continue
@@ -350,15 +396,15 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     run_dir = Path(run_dir)
     tc = config.train
     exp = build(config)
-    seeds = exp.seeds
+    members = exp.members
     writer = log_lib.Writer(sinks if sinks is not None else
                             [log_lib.make_sink(s, run_dir) for s in config.logger.sinks])
-    trackers = [Tracker(s, tc.target) for s in seeds]
+    trackers = [Tracker(m, tc.target) for m in members]
     summary: dict[str, Any] = {"config": config.to_dict(), "status": "running", "seeds": [],
                                "aggregate": {}}
     try:
         d = device_data(exp)
-        state = init_state(exp, seeds)
+        state = init_state(exp, members)
         t_compile = time.perf_counter()
         chunk = make_chunk(exp).lower(state, d, 0, True, True).compile()
         summary["compile_seconds"] = round(time.perf_counter() - t_compile, 3)
@@ -370,7 +416,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
                    desc=f"{label}{config.model.name} {config.activation.name} "
                         f"d{config.model.depth}")
         pending = None
-        last_div = np.full(len(seeds), -1)
+        last_div = np.full(len(members), -1)
         for j, t in enumerate(log_steps):
             final = t == tc.steps
             n_plain = 0 if final else log_steps[j + 1] - t - 1
@@ -379,9 +425,9 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
                                           t // tc.eval_every > log_steps[j - 1] // tc.eval_every)
             state, m = chunk(state, d, n_plain, not final, do_eval)
             if pending is not None:
-                last_div = _emit(pending, writer, trackers, seeds, bar, summary, t0)
+                last_div = _emit(pending, writer, trackers, members, bar, summary, t0)
             pending = (t, m, do_eval, (0 if final else n_plain + 1))
-        last_div = _emit(pending, writer, trackers, seeds, bar, summary, t0)
+        last_div = _emit(pending, writer, trackers, members, bar, summary, t0)
         bar.close()
         summary["status"] = "diverged" if np.all(last_div >= 0) else "completed"
     except BaseException:
@@ -396,15 +442,15 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     return summary
 
 
-def _emit(pending, writer, trackers, seeds, bar, summary, t0) -> np.ndarray:
+def _emit(pending, writer, trackers, members, bar, summary, t0) -> np.ndarray:
     """Fetch one chunk's metrics, write its records, update trackers and the bar."""
     t, m, do_eval, advance = pending
     m = jax.device_get(m)
     wall = time.perf_counter() - t0
-    records = to_records(m, t, wall, seeds, do_eval)
+    records = to_records(m, t, wall, members, do_eval)
     div = np.asarray(m["diverged_at"])
     for r in records:
-        trackers[seeds.index(r["seed"])].update(r)
+        trackers[r.pop("member")].update(r)
     for tr, dv in zip(trackers, div, strict=True):
         tr.s["diverged_at"] = int(dv) if dv >= 0 else None
     writer.write(records)
@@ -431,7 +477,7 @@ def replay(config: Config, steps: list[int],
     """
     exp = build(config, dataset)
     d, chunk = device_data(exp), make_chunk(exp)
-    state = init_state(exp, exp.seeds)
+    state = init_state(exp)
     snaps: dict[int, Any] = {}
     t = 0
     for s in sorted({int(s) for s in steps if 0 <= s <= config.train.steps}):

@@ -166,3 +166,35 @@ def test_summary_convergence_fields(tmp_path):
     lo, hi = agg["ci95"]
     assert lo <= agg["mean"] <= hi
     assert agg["mean"] == pytest.approx(np.mean([m["final_eval_acc"] for m in s["seeds"]]))
+
+
+def test_vmapped_learning_rates_match_separate_runs(tmp_path):
+    lrs = [0.003, 0.03]
+    grid = train.run(make_config(train={"seeds": 2, "vmap": {"optimizer": {"lr": lrs}}}),
+                     tmp_path / "grid")
+    assert [(m["optimizer.lr"], m["seed"]) for m in grid["seeds"]] == [
+        (0.003, 0), (0.003, 1), (0.03, 0), (0.03, 1)]
+    together = records(tmp_path / "grid")
+    for lr in lrs:
+        alone = train.run(make_config(optimizer={"lr": lr}, train={"seeds": 1, "seed": 1}),
+                          tmp_path / f"lr{lr}")
+        mine = [r for r in together if r["optimizer.lr"] == lr and r["seed"] == 1]
+        ref = records(tmp_path / f"lr{lr}")
+        assert len(mine) == len(ref)
+        for x, y in zip(mine, ref, strict=True):
+            for k in ("train/loss", "grad_norm/0", "update_ratio/1", "dead_frac/1"):
+                assert x[k] == pytest.approx(y[k], rel=1e-4, abs=1e-6), (lr, k)
+        assert alone["seeds"][0]["final_eval_acc"] == pytest.approx(
+            [m for m in grid["seeds"] if m["optimizer.lr"] == lr and m["seed"] == 1][0][
+                "final_eval_acc"])
+
+
+def test_vmapped_init_gain_scales_the_hidden_kernels(tmp_path):
+    cfg = make_config(model={"depth": 3, "width": 64},
+                      train={"vmap": {"init": {"gain": [0.5, 2.0]}}, "steps": 1, "log_every": 1})
+    train.run(cfg, tmp_path)
+    r0, r1 = [r for r in records(tmp_path) if r["step"] == 0]
+    assert (r0["init.gain"], r1["init.gain"]) == (0.5, 2.0)
+    for l in range(3):
+        assert r1[f"weight_norm/{l}"] / r0[f"weight_norm/{l}"] == pytest.approx(4.0, rel=1e-5)
+    assert r1["weight_norm/out"] == pytest.approx(r0["weight_norm/out"], rel=1e-6)

@@ -112,13 +112,13 @@ def engine_record(name):
                       train={"batch_size": 4, "probe_size": 4, "steps": 1, "log_every": 1,
                              "eval_every": 1})
     exp = train.build(cfg, dataset=hand_dataset())
-    state = train.init_state(exp, [0])
+    state = train.init_state(exp, [{"seed": 0}])
     params = dict(jax.tree.map(lambda a: a, state.params))
     for k, v in PARAMS.items():
         params[k] = jnp.asarray(v)[None]
     state = state.replace(params=params)
     _, m = train.make_chunk(exp)(state, train.device_data(exp), 0, True, True)
-    return train.to_records(jax.device_get(m), 0, 0.0, [0], with_eval=True)[0]
+    return train.to_records(jax.device_get(m), 0, 0.0, [{"seed": 0}], with_eval=True)[0]
 
 
 @pytest.mark.parametrize("name", sorted(NUMPY_ACTS))
