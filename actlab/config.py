@@ -79,6 +79,9 @@ class OptimizerConfig:
     b2: float = 0.999
     eps: float = 1e-8
     weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | warmup_cosine
+    warmup_steps: int = 0  # linear warmup length for warmup_cosine
+    clip_norm: float = 0.0  # clip gradients to this global norm; 0: off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +254,14 @@ def _optimizer(d: Mapping[str, Any]) -> OptimizerConfig:
         eps=_float("optimizer", "eps", sec.get("eps", o.eps), 0.0),
         weight_decay=_float("optimizer", "weight_decay",
                             sec.get("weight_decay", o.weight_decay), 0.0),
+        schedule=_choice("optimizer", "schedule", sec.get("schedule", o.schedule),
+                         SCHEDULES),
+        warmup_steps=_int("optimizer", "warmup_steps", sec.get("warmup_steps", 0), lo=0),
+        clip_norm=_float("optimizer", "clip_norm", sec.get("clip_norm", 0.0), 0.0),
     )
+
+
+SCHEDULES = ("constant", "warmup_cosine")
 
 
 def _init(d: Mapping[str, Any]) -> InitConfig:

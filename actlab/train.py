@@ -83,15 +83,35 @@ class Experiment:
                 for point in grid for i in range(t.seeds)]
 
 
-def make_optimizer(cfg: OptimizerConfig, injectable_lr: bool = False
-                   ) -> optax.GradientTransformation:
-    """The optax transformation named by the config.
+def lr_factor(cfg: OptimizerConfig, total_steps: int) -> Callable[[jax.Array], jax.Array]:
+    """Multiplier of the learning rate at each step: 1, or linear warmup then cosine to 0."""
+    w, total = cfg.warmup_steps, max(total_steps, 1)
+
+    def factor(step):
+        step = jnp.asarray(step, jnp.float32)
+        warm = (step + 1) / max(w, 1)
+        frac = jnp.clip((step - w) / max(total - w, 1), 0.0, 1.0)
+        return jnp.where(step < w, warm, 0.5 * (1 + jnp.cos(jnp.pi * frac)))
+
+    return factor
+
+
+def make_optimizer(cfg: OptimizerConfig, injectable_lr: bool = False,
+                   total_steps: int = 1) -> optax.GradientTransformation:
+    """The optax transformation named by the config (plus schedule and clipping).
 
     With `injectable_lr` the learning rate lives in the optimizer state
     (optax.inject_hyperparams), so members of one program can use different rates.
     """
 
     def make(learning_rate):
+        parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
+        parts.append(base(learning_rate))
+        if cfg.schedule == "warmup_cosine":
+            parts.append(optax.scale_by_schedule(lr_factor(cfg, total_steps)))
+        return parts[0] if len(parts) == 1 else optax.chain(*parts)
+
+    def base(learning_rate):
         if cfg.name == "sgd":
             tx = optax.sgd(learning_rate)
         elif cfg.name == "momentum":
@@ -155,7 +175,8 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
     bounds = [sp.saturation() or (np.nan, np.nan) for sp in specs]
     return Experiment(
         config=config, dataset=ds, model=model,
-        tx=make_optimizer(config.optimizer, "optimizer.lr" in config.train.vmap),
+        tx=make_optimizer(config.optimizer, "optimizer.lr" in config.train.vmap,
+                          config.train.steps),
         sat_lo=np.array([b[0] for b in bounds], np.float32),
         sat_hi=np.array([b[1] for b in bounds], np.float32),
         dphi_max=np.array([_dphi_max(sp) for sp in specs], np.float32),

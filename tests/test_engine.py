@@ -198,3 +198,24 @@ def test_vmapped_init_gain_scales_the_hidden_kernels(tmp_path):
     for l in range(3):
         assert r1[f"weight_norm/{l}"] / r0[f"weight_norm/{l}"] == pytest.approx(4.0, rel=1e-5)
     assert r1["weight_norm/out"] == pytest.approx(r0["weight_norm/out"], rel=1e-6)
+
+
+def test_warmup_cosine_schedule_and_gradient_clipping(tmp_path):
+    def first(name, **opt):
+        cfg = make_config(optimizer={"name": "sgd", "lr": 0.1, **opt},
+                          train={"steps": 20, "log_every": 1, "eval_every": 0})
+        train.run(cfg, tmp_path / name)
+        return records(tmp_path / name)
+
+    const, sched = first("const"), first("sched", schedule="warmup_cosine", warmup_steps=10)
+    # step 0: factor 1/10 of the constant run's update; step 19: cosine tail, 0.5(1+cos(pi*9/10))
+    assert sched[0]["update_ratio/0"] == pytest.approx(const[0]["update_ratio/0"] / 10, rel=1e-4)
+    factor = 0.5 * (1 + np.cos(np.pi * 9 / 10))
+    r = sched[19]
+    assert r["update_ratio/1"] * r["weight_norm/1"] == pytest.approx(
+        factor * 0.1 * r["grad_norm/1"], rel=1e-3)
+    clipped = first("clip", clip_norm=1e-3)[0]
+    total = np.sqrt(sum((clipped[f"update_ratio/{l}"] * clipped[f"weight_norm/{l}"]) ** 2
+                        for l in range(2)) + (clipped["update_ratio/out"]
+                                              * clipped["weight_norm/out"]) ** 2)
+    assert total == pytest.approx(0.1 * 1e-3, rel=1e-3)
