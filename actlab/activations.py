@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from actlab.signatures import reject_unknown
+
 INF = math.inf
 SELU_LAMBDA = 1.0507009873554804934193349852946
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -154,12 +156,7 @@ def check_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Validate parameters for `name`; return defaults updated with `params`."""
     inf = info(name)
     allowed = set(inf.params) | ({"learnable"} if inf.learnable else set())
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        accepted = ", ".join(sorted(allowed)) or "none"
-        raise ActivationError(
-            f"activation '{name}' has no parameter {', '.join(unknown)}; accepted: {accepted}"
-        )
+    reject_unknown("activation", name, params, allowed, ActivationError)
     out = dict(inf.params)
     out.update(params)
     return out

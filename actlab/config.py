@@ -58,11 +58,6 @@ class ModelConfig:
     def depth(self) -> int:
         return int(self.params.get("depth", self.num_layers))
 
-    @property
-    def width(self) -> Any:
-        p = self.params
-        return p.get("width", p.get("channels", p.get("dim", p.get("hidden"))))
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetConfig:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from actlab.signatures import reject_unknown
+
 
 class DataError(ValueError):
     """A bad dataset name or parameter (one-line message)."""
@@ -69,10 +71,7 @@ def check(name: str, params: Mapping[str, Any]) -> None:
     if name not in _LOADERS:
         raise DataError(f"unknown dataset '{name}'; known: {', '.join(names())}")
     accepted = params_of(name)
-    extra = sorted(set(params) - set(accepted))
-    if extra:
-        raise DataError(f"dataset '{name}' has no parameter {', '.join(extra)}; "
-                        f"accepted: {', '.join(sorted(accepted))}")
+    reject_unknown("dataset", name, params, accepted, DataError)
     if "train_fraction" in accepted:
         frac = params.get("train_fraction", accepted["train_fraction"])
         if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 < frac < 1.0:

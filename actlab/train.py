@@ -69,11 +69,6 @@ class Experiment:
     dphi_max: np.ndarray  # [L] max |phi'| of each layer's activation
 
     @property
-    def seeds(self) -> list[int]:
-        """The seed of every member (seeds repeat across a vmapped hyperparameter grid)."""
-        return [m["seed"] for m in self.members]
-
-    @property
     def members(self) -> list[dict[str, Any]]:
         """Every member: its seed and its values of the vmapped hyperparameters (grid x seeds)."""
         t = self.config.train
@@ -161,9 +156,6 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
     ds = dataset or data.load(config.dataset.name, **config.dataset.params)
     specs = layer_specs(config)
     extra = {k: ds.meta[k] for k in ("num_users", "num_items") if k in ds.meta}
-    if config.model.name == "recommender" and ds.task != "rating":
-        raise models.ModelError(f"model 'recommender' needs a ratings dataset, not "
-                                f"'{ds.name}' (dataset=ratings or dataset=movielens)")
     if ds.task == "rating" and config.model.name != "recommender":
         raise models.ModelError(f"dataset '{ds.name}' holds (user, item) ratings; use "
                                 f"model=recommender")

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from actlab.activations import Spec
+from actlab.signatures import reject_unknown
 
 
 class ModelError(ValueError):
@@ -144,6 +145,13 @@ def fraction(key: str, v: Any) -> float:
     return float(v)
 
 
+def require_sequence_or_image(name: str, input_shape: tuple[int, ...]) -> None:
+    """Conv and attention models need [T, C] or [H, W, C] inputs (or a long flat vector)."""
+    if len(input_shape) < 2 and (len(input_shape) != 1 or input_shape[0] < 8):
+        raise ModelError(f"model '{name}' needs sequence or image inputs; this dataset's "
+                         f"inputs have shape {tuple(input_shape)} (use model=mlp)")
+
+
 def choice(key: str, v: Any, options: tuple[str, ...]) -> str:
     if v not in options:
         raise ModelError(f"unknown model.{key} '{v}'; choose from: {', '.join(options)}")
@@ -168,10 +176,7 @@ def check(name: str, params: Mapping[str, Any]) -> int:
     if name not in _BUILDERS:
         raise ModelError(f"unknown model '{name}'; known: {', '.join(names())}")
     known = params_of(name)
-    extra = sorted(set(params) - set(known))
-    if extra:
-        raise ModelError(f"model '{name}' has no parameter {', '.join(extra)}; "
-                         f"accepted: {', '.join(sorted(known))}")
+    reject_unknown("model", name, params, known, ModelError)
     return _SITES[name](**{**known, **params})
 
 

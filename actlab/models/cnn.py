@@ -12,7 +12,15 @@ import jax.numpy as jnp
 
 from actlab import init as init_lib
 from actlab.activations import Spec
-from actlab.models import Model, ModelError, act_site, choice, new_aux, positive_int, prefix_sqnorms
+from actlab.models import (
+    Model,
+    act_site,
+    choice,
+    new_aux,
+    positive_int,
+    prefix_sqnorms,
+    require_sequence_or_image,
+)
 
 
 class CNN(nn.Module):
@@ -61,9 +69,7 @@ def sites(depth=3, channels=32, kernel_size=3, stride=1, pool="max", norm="none"
 def build(*, specs, num_classes, input_shape, init, depth=3, channels=32, kernel_size=3,
           stride=1, pool="max", norm="none"):
     """A 1-D (sequence) or 2-D (image) conv net with `depth` conv blocks."""
-    if len(input_shape) < 2 and (len(input_shape) != 1 or input_shape[0] < 8):
-        raise ModelError(f"model 'cnn' needs sequence or image inputs; this dataset's inputs "
-                         f"have shape {tuple(input_shape)} (use model=mlp)")
+    require_sequence_or_image("cnn", input_shape)
     module = CNN(specs=tuple(specs), num_classes=num_classes, channels=channels,
                  kernel_size=kernel_size, stride=stride, pool=pool, norm=norm,
                  init_scheme=tuple(init))

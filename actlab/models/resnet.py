@@ -14,7 +14,15 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from actlab import init as init_lib
-from actlab.models import Model, ModelError, act_site, new_aux, positive_int, prefix_sqnorms
+from actlab.models import (
+    Model,
+    ModelError,
+    act_site,
+    new_aux,
+    positive_int,
+    prefix_sqnorms,
+    require_sequence_or_image,
+)
 
 STAGES = 3
 
@@ -86,9 +94,7 @@ def sites(blocks=3, channels=16, preact=False):
 
 def build(*, specs, num_classes, input_shape, init, blocks=3, channels=16, preact=False):
     """ResNet-(6*blocks+2): post- or pre-activation residual blocks."""
-    if len(input_shape) < 2 and (len(input_shape) != 1 or input_shape[0] < 8):
-        raise ModelError(f"model 'resnet' needs sequence or image inputs; this dataset's inputs "
-                         f"have shape {tuple(input_shape)} (use model=mlp)")
+    require_sequence_or_image("resnet", input_shape)
     module = ResNet(specs=tuple(specs), num_classes=num_classes, blocks=blocks,
                     channels=channels, preact=preact, init_scheme=tuple(init))
     return Model(module=module, specs=tuple(specs), layer_sqnorms=prefix_sqnorms(len(specs)))

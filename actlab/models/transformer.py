@@ -11,7 +11,15 @@ import flax.linen as nn
 
 from actlab import init as init_lib
 from actlab.activations import Spec
-from actlab.models import Model, ModelError, act_site, new_aux, positive_int, prefix_sqnorms
+from actlab.models import (
+    Model,
+    ModelError,
+    act_site,
+    new_aux,
+    positive_int,
+    prefix_sqnorms,
+    require_sequence_or_image,
+)
 
 
 class Transformer(nn.Module):
@@ -62,9 +70,7 @@ def sites(depth=2, dim=64, heads=4, mlp_ratio=2, patch=4):
 def build(*, specs, num_classes, input_shape, init, depth=2, dim=64, heads=4, mlp_ratio=2,
           patch=4):
     """A `depth`-block Transformer classifier for sequences or image patches."""
-    if len(input_shape) < 2 and (len(input_shape) != 1 or input_shape[0] < 8):
-        raise ModelError(f"model 'transformer' needs sequence or image inputs; this dataset's "
-                         f"inputs have shape {tuple(input_shape)} (use model=mlp)")
+    require_sequence_or_image("transformer", input_shape)
     module = Transformer(specs=tuple(specs), num_classes=num_classes, dim=dim, heads=heads,
                          mlp_ratio=mlp_ratio, patch=patch, init_scheme=tuple(init))
     return Model(module=module, specs=tuple(specs), layer_sqnorms=prefix_sqnorms(len(specs)))
