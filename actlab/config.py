@@ -22,6 +22,8 @@ class ConfigError(ValueError):
 TARGET_KEYS = ("train/loss", "train/acc", "eval/loss", "eval/acc")
 _TARGET_RE = re.compile(r"^\s*([a-z]+/[a-z]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+METRICS = ("grad_norm", "weight_norm", "update_ratio", "delta_norm", "act_mean", "act_std",
+           "dead_frac", "sat_frac")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +100,25 @@ class TrainConfig:
     probe_size: int = 512
     # hyperparameters trained together as extra vmapped members: key -> values
     vmap: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+    metrics: tuple[str, ...] = METRICS  # per-layer metrics computed at log steps
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+    every: int = 0  # steps between measurements (on the next log step); 0: off
+    iters: int = 20  # power iterations (hessian)
+    chunk: int = 64  # examples per vectorised slice of per-example gradients (noise_scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbesConfig:
+    hessian: ProbeConfig = ProbeConfig()  # top Hessian eigenvalue of the probe-batch loss
+    noise_scale: ProbeConfig = ProbeConfig()  # gradient-noise scale B_simple
+
+    @property
+    def active(self) -> dict[str, ProbeConfig]:
+        return {k: v for k, v in (("hessian", self.hessian), ("noise_scale", self.noise_scale))
+                if v.every > 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +135,7 @@ class Config:
     optimizer: OptimizerConfig = OptimizerConfig()
     init: InitConfig = InitConfig()
     train: TrainConfig = TrainConfig()
+    probes: ProbesConfig = ProbesConfig()
     logger: LoggerConfig = LoggerConfig()
     raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
@@ -287,31 +309,85 @@ def _train(d: Mapping[str, Any]) -> TrainConfig:
         eval_every=eval_every,
         target=parse_target(sec.get("target")),
         probe_size=_int("train", "probe_size", sec.get("probe_size", t.probe_size), lo=1),
-        vmap=_vmap(sec.get("vmap")),
+        vmap=_vmap(sec.get("vmap"), _section(d, "activation"), _section(d, "model")),
+        metrics=_metrics(sec.get("metrics", "all")),
     )
 
 
-VMAP_KEYS = ("optimizer.lr", "init.gain")
+def _metrics(v: Any) -> tuple[str, ...]:
+    if v in ("all", None):
+        return METRICS
+    if v in ("none", ""):
+        return ()
+    if isinstance(v, str):
+        v = [v]
+    for m in v:
+        _choice("train", "metrics", m, METRICS)
+    return tuple(m for m in METRICS if m in v)
 
 
-def _vmap(sec: Any) -> dict[str, tuple[float, ...]]:
-    """Flatten train.vmap ({optimizer: {lr: [...]}}) into {'optimizer.lr': (...)}."""
+VMAP_KEYS = ("optimizer.lr", "init.gain", "activation.<numeric parameter>")
+
+
+def _vmap(sec: Any, act: Mapping[str, Any],
+          model: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
+    """Flatten train.vmap ({optimizer: {lr: [...]}}) into {'optimizer.lr': (...)}.
+
+    Besides optimizer.lr and init.gain, any numeric parameter of the activation
+    can be vmapped (train.vmap.activation.alpha=[0.01,0.1,0.3] for leaky_relu).
+    """
     out: dict[str, tuple[float, ...]] = {}
+    act_name = act.get("name", "relu")
+    act_params = {k: v for k, v in activations.info(act_name).params.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for group, inner in (sec or {}).items():
         for key, values in (inner or {}).items():
             name = f"{group}.{key}"
             if values is None:
                 continue
-            if name not in VMAP_KEYS:
-                raise ConfigError(f"train.vmap.{name} cannot be vmapped; choose from: "
-                                  f"{', '.join(VMAP_KEYS)}")
             if isinstance(values, (int, float)):
                 values = [values]
-            vals = tuple(_float("train.vmap", name, v, 0.0, lo_open=True) for v in values)
+            if group == "activation":
+                if key not in act_params:
+                    raise ConfigError(
+                        f"train.vmap.{name}: activation '{act_name}' has no numeric parameter "
+                        f"'{key}'; it has: {', '.join(act_params) or 'none'}")
+                if model.get("activations") is not None:
+                    raise ConfigError(f"train.vmap.{name} needs one activation for all layers, "
+                                      f"not model.activations")
+                vals = tuple(_float("train.vmap", name, v) for v in values)
+                base = {k: v for k, v in act.items() if k != "name"}
+                for v in vals:
+                    try:
+                        activations.spec(act_name, **{**base, key: v})
+                    except activations.ActivationError as e:
+                        raise ConfigError(f"train.vmap.{name}: {e}") from None
+            elif name in VMAP_KEYS:
+                vals = tuple(_float("train.vmap", name, v, 0.0, lo_open=True) for v in values)
+            else:
+                raise ConfigError(f"train.vmap.{name} cannot be vmapped; choose from: "
+                                  f"{', '.join(VMAP_KEYS)}")
             if not vals:
                 raise ConfigError(f"train.vmap.{name} is an empty list")
             out[name] = vals
     return out
+
+
+PROBES = ("hessian", "noise_scale")
+
+
+def _probes(d: Mapping[str, Any]) -> ProbesConfig:
+    sec = _section(d, "probes")
+    _no_extra("probes", sec, PROBES)
+    out = {}
+    for name in PROBES:
+        p = dict(sec.get(name) or {})
+        _no_extra(f"probes.{name}", p, [f.name for f in dataclasses.fields(ProbeConfig)])
+        out[name] = ProbeConfig(
+            every=_int(f"probes.{name}", "every", p.get("every", 0), lo=0),
+            iters=_int(f"probes.{name}", "iters", p.get("iters", 20), lo=1),
+            chunk=_int(f"probes.{name}", "chunk", p.get("chunk", 64), lo=1))
+    return ProbesConfig(**out)
 
 
 SINKS = ("local", "stdout", "none")
@@ -330,11 +406,12 @@ def _logger(d: Mapping[str, Any]) -> LoggerConfig:
 
 def _build(d: Mapping[str, Any]) -> Config:
     extra = sorted(set(d) - {"activation", "model", "dataset", "optimizer", "init", "train",
-                             "logger", "experiment", "hydra"})
+                             "probes", "logger", "experiment", "hydra"})
     if extra:
         raise ConfigError(f"unknown top-level key {', '.join(extra)}")
     return Config(
         activation=_activation(d), model=_model(d), dataset=_dataset(d),
-        optimizer=_optimizer(d), init=_init(d), train=_train(d), logger=_logger(d),
+        optimizer=_optimizer(d), init=_init(d), train=_train(d), probes=_probes(d),
+        logger=_logger(d),
         raw={k: v for k, v in d.items() if k != "hydra"},
     )

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from actlab import activations, data, metrics, models
+from actlab import activations, data, metrics, models, probes
 from actlab import logging as log_lib
 from actlab.config import Config, OptimizerConfig, Target
 
@@ -54,6 +54,9 @@ class TrainState:
     step: jax.Array  # int32: updates applied so far
     diverged_at: jax.Array  # int32: step of the first non-finite loss, -1 if none
     key: jax.Array  # per-member key for batches; folded with the step
+    # per-member metric constants, [L] each: saturation bounds (NaN: never saturates)
+    # and max |phi'|; they depend on vmapped activation parameters
+    consts: dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +67,8 @@ class Experiment:
     dataset: data.Dataset
     model: models.Model
     tx: optax.GradientTransformation
-    sat_lo: np.ndarray  # [L] lower end of the non-saturating region (NaN: never saturates)
-    sat_hi: np.ndarray  # [L]
-    dphi_max: np.ndarray  # [L] max |phi'| of each layer's activation
+    specs: tuple[activations.Spec, ...]  # as configured (vmapped parameters at their base value)
+    frozen: tuple[str, ...]  # vmapped activation parameters: per-member, held fixed in training
 
     @property
     def members(self) -> list[dict[str, Any]]:
@@ -76,6 +78,24 @@ class Experiment:
         grid = itertools.product(*(t.vmap[k] for k in keys)) if keys else [()]
         return [{**dict(zip(keys, point, strict=True)), "seed": t.seed + i}
                 for point in grid for i in range(t.seeds)]
+
+    def member_specs(self, member: dict[str, Any]) -> tuple[activations.Spec, ...]:
+        """The layer activations of one member, its vmapped activation parameters filled in."""
+        vals = {k.split(".", 1)[1]: v for k, v in member.items() if k.startswith("activation.")}
+        if not vals:
+            return self.specs
+        return tuple(dataclasses.replace(sp, fixed={**sp.fixed, **vals}) for sp in self.specs)
+
+    def consts(self, members: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        """Per-member metric constants [M, L]: saturation bounds and max |phi'|."""
+        rows = []
+        for m in members:
+            specs = self.member_specs(m)
+            bounds = [sp.saturation() or (np.nan, np.nan) for sp in specs]
+            rows.append(([b[0] for b in bounds], [b[1] for b in bounds],
+                         [_dphi_max(sp) for sp in specs]))
+        lo, hi, dm = (np.asarray([r[i] for r in rows], np.float32) for i in range(3))
+        return {"sat_lo": lo, "sat_hi": hi, "dphi_max": dm}
 
 
 def lr_factor(cfg: OptimizerConfig, total_steps: int) -> Callable[[jax.Array], jax.Array]:
@@ -92,18 +112,30 @@ def lr_factor(cfg: OptimizerConfig, total_steps: int) -> Callable[[jax.Array], j
 
 
 def make_optimizer(cfg: OptimizerConfig, injectable_lr: bool = False,
-                   total_steps: int = 1) -> optax.GradientTransformation:
+                   total_steps: int = 1, frozen: tuple[str, ...] = ()
+                   ) -> optax.GradientTransformation:
     """The optax transformation named by the config (plus schedule and clipping).
 
     With `injectable_lr` the learning rate lives in the optimizer state
     (optax.inject_hyperparams), so members of one program can use different rates.
+    Activation parameters named in `frozen` (act_<p>, act<l>_<p>) get no gradient
+    and no update.
     """
+
+    def is_frozen(params):
+        def leaf(path, _):
+            top = str(getattr(path[0], "key", path[0]))
+            return top.startswith("act") and top.partition("_")[2] in frozen
+        return jax.tree_util.tree_map_with_path(leaf, params)
 
     def make(learning_rate):
         parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
         parts.append(base(learning_rate))
         if cfg.schedule == "warmup_cosine":
             parts.append(optax.scale_by_schedule(lr_factor(cfg, total_steps)))
+        if frozen:
+            freeze = optax.masked(optax.set_to_zero(), is_frozen)
+            parts = [freeze, *parts, freeze]
         return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
     def base(learning_rate):
@@ -152,26 +184,32 @@ def resolved_init(config: Config, specs: tuple[activations.Spec, ...]) -> str:
 
 
 def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
-    """Load the dataset and build model and optimizer for `config`."""
+    """Load the dataset and build model and optimizer for `config`.
+
+    Vmapped activation parameters become model parameters (act_<p>), set per
+    member at initialisation and frozen by the optimizer.
+    """
     ds = dataset or data.load(config.dataset.name, **config.dataset.params)
     specs = layer_specs(config)
+    frozen = tuple(k.split(".", 1)[1] for k in config.train.vmap if k.startswith("activation."))
+    model_specs = tuple(dataclasses.replace(
+        sp, fixed={k: v for k, v in sp.fixed.items() if k not in frozen},
+        learned={**sp.learned, **{p: float(sp.fixed[p]) for p in frozen if p in sp.fixed}})
+        for sp in specs)
     extra = {k: ds.meta[k] for k in ("num_users", "num_items") if k in ds.meta}
     if ds.task == "rating" and config.model.name != "recommender":
         raise models.ModelError(f"dataset '{ds.name}' holds (user, item) ratings; use "
                                 f"model=recommender")
-    model = models.build(config.model.name, specs=specs, num_classes=ds.num_classes,
+    model = models.build(config.model.name, specs=model_specs, num_classes=ds.num_classes,
                          input_shape=ds.input_shape,
                          init=(resolved_init(config, specs), config.init.distribution,
                                config.init.gain),
                          **config.model.params, **extra)
-    bounds = [sp.saturation() or (np.nan, np.nan) for sp in specs]
     return Experiment(
         config=config, dataset=ds, model=model,
         tx=make_optimizer(config.optimizer, "optimizer.lr" in config.train.vmap,
-                          config.train.steps),
-        sat_lo=np.array([b[0] for b in bounds], np.float32),
-        sat_hi=np.array([b[1] for b in bounds], np.float32),
-        dphi_max=np.array([_dphi_max(sp) for sp in specs], np.float32),
+                          config.train.steps, frozen),
+        specs=specs, frozen=frozen,
     )
 
 
@@ -187,32 +225,34 @@ def init_state(exp: Experiment, members: list[dict[str, Any]] | None = None) -> 
     """Initial state for each member, stacked on a leading member axis.
 
     A vmapped init.gain rescales the hidden layers' kernels (not the output layer's);
-    a vmapped optimizer.lr is written into the injected optimizer hyperparameters.
+    a vmapped optimizer.lr is written into the injected optimizer hyperparameters;
+    a vmapped activation parameter p fills the (frozen) act_<p> parameters.
     """
     members = exp.members if members is None else members
     x0 = jnp.asarray(exp.dataset.x_train[:1])
     base_gain = exp.config.init.gain
 
-    def one(seed, lr, gain):
+    def one(seed, hp, consts):
         init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
         params, model_state = exp.model.init(init_key, x0)
-        if gain is not None:
+        if "init.gain" in hp:
             params = jax.tree_util.tree_map_with_path(
-                lambda path, a: a * (gain / base_gain) if _is_hidden_kernel(path) else a, params)
+                lambda path, a: a * (hp["init.gain"] / base_gain) if _is_hidden_kernel(path)
+                else a, params)
+        for p in exp.frozen:
+            params = {k: (jnp.full_like(v, hp[f"activation.{p}"])
+                          if k.startswith("act") and k.partition("_")[2] == p else v)
+                      for k, v in params.items()}
         opt_state = exp.tx.init(params)
-        if lr is not None:
-            opt_state.hyperparams["learning_rate"] = lr
+        if "optimizer.lr" in hp:
+            opt_state.hyperparams["learning_rate"] = hp["optimizer.lr"]
         return TrainState(params=params, opt_state=opt_state, model_state=model_state,
                           step=jnp.zeros((), jnp.int32),
-                          diverged_at=jnp.full((), -1, jnp.int32), key=data_key)
+                          diverged_at=jnp.full((), -1, jnp.int32), key=data_key, consts=consts)
 
-    def column(key):
-        if key not in exp.config.train.vmap:
-            return None
-        return jnp.asarray([m[key] for m in members], jnp.float32)
-
+    hp = {k: jnp.asarray([m[k] for m in members], jnp.float32) for k in exp.config.train.vmap}
     seeds = jnp.asarray([m["seed"] for m in members], jnp.uint32)
-    return jax.jit(jax.vmap(one))(seeds, column("optimizer.lr"), column("init.gain"))
+    return jax.jit(jax.vmap(one))(seeds, hp, exp.consts(members))
 
 
 def _is_hidden_kernel(path) -> bool:
@@ -245,11 +285,27 @@ def head_functions(head: str, task: str, scale: float = 1.0):
     return loss, measures
 
 
+ACTIVATION_METRICS = ("act_mean", "act_std", "dead_frac", "sat_frac")
+
+
+def flags(exp: Experiment, value: bool = False) -> dict[str, bool]:
+    """The per-chunk switches of the optional measurements: eval and each active probe."""
+    return {"eval": value, **dict.fromkeys(exp.config.probes.active, value)}
+
+
 def make_chunk(exp: Experiment) -> Callable:
-    """The jitted, member-vmapped chunk function (state donated)."""
+    """The jitted, member-vmapped chunk function (state donated).
+
+    `chunk(state, d, n_plain, apply, flags)`: flags["eval"] and flags[<probe>]
+    switch the test-split evaluation and each probe on for this chunk's
+    measured step (lax.cond: a switched-off measurement costs nothing).
+    """
     model, tx, batch_size = exp.model, exp.tx, exp.config.train.batch_size
     n_train = exp.dataset.x_train.shape[0]
-    sat_lo, sat_hi, dphi_max = (jnp.asarray(a) for a in (exp.sat_lo, exp.sat_hi, exp.dphi_max))
+    selected = set(exp.config.train.metrics)
+    want_delta = "delta_norm" in selected
+    want_capture = bool(selected & set(ACTIVATION_METRICS))
+    probes_cfg = exp.config.probes.active
     loss_of, measures = head_functions(exp.config.model.head, exp.dataset.task,
                                        exp.dataset.meta.get("scale", 1.0))
 
@@ -291,35 +347,63 @@ def make_chunk(exp: Experiment) -> Callable:
         logits, _, _ = model.apply(params, model_state, d["x_test"])
         return {f"eval/{k}": v for k, v in measures(logits, d["y_test"]).items()}
 
-    def skip_eval(params, model_state, d):
-        out = jax.eval_shape(evaluate, params, model_state, d)
-        return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), out)
+    def probe_loss(model_state):  # eval mode: deterministic, per-example separable
+        def f(params, x, y):
+            return loss_of(model.apply(params, model_state, x)[0], y)
+        return f
+
+    def hessian(params, model_state, d, key):
+        f = probe_loss(model_state)
+        lam = probes.hessian_top_eig(lambda p: f(p, d["x_probe"], d["y_probe"]), params, key,
+                                     probes_cfg["hessian"].iters)
+        return {"hessian/top_eig": lam}
+
+    def noise(params, model_state, d, key):
+        return probes.noise_scale(probe_loss(model_state), params, d["x_probe"], d["y_probe"],
+                                  probes_cfg["noise_scale"].chunk)
+
+    def switched(fn, on, *args):
+        """fn(*args) when `on`, else NaNs of the same structure."""
+        def off(*a):
+            out = jax.eval_shape(fn, *a)
+            return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), out)
+        return jax.lax.cond(on, fn, off, *args)
 
     def zeros_like_z(params, model_state, x):
         shapes = jax.eval_shape(lambda p, ms, x: model.apply(p, ms, x, capture=True)[1]["z"],
                                 params, model_state, x)
         return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-    def measured_step(state, d, apply, do_eval):
+    def measured_step(state, d, apply, on):
         x, y = batch(state, d)
-        eps = zeros_like_z(state.params, state.model_state, x)
+        eps = zeros_like_z(state.params, state.model_state, x) if want_delta else None
         (loss, ms), (g, g_eps) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
             state.params, eps, state.model_state, x, y, step_rng(state))
         updates, opt = tx.update(g, state.opt_state, state.params)
         m = metrics.parameter_metrics(model.layer_sqnorms, state.params, g, updates)
-        m["delta_norm"] = metrics.delta_norm(g_eps)
-        logits, aux, _ = model.apply(state.params, state.model_state, d["x_probe"], capture=True)
+        if want_delta:
+            m["delta_norm"] = metrics.delta_norm(g_eps)
+        logits, aux, _ = model.apply(state.params, state.model_state, d["x_probe"],
+                                     capture=want_capture)
         m.update({f"train/{k}": v for k, v in measures(logits, d["y_probe"]).items()})
-        m.update(metrics.activation_metrics(aux["z"], aux["h"], aux["dphi"], sat_lo, sat_hi,
-                                            dphi_max))
+        if want_capture:
+            c = state.consts
+            m.update(metrics.activation_metrics(aux["z"], aux["h"], aux["dphi"], c["sat_lo"],
+                                                c["sat_hi"], c["dphi_max"]))
+        m = {k: v for k, v in m.items()
+             if k.startswith("train/") or k.partition("/")[0] in selected}
         m.update(model.activation_params(state.params))
-        m.update(jax.lax.cond(do_eval, evaluate, skip_eval, state.params, state.model_state, d))
+        m.update(switched(evaluate, on["eval"], state.params, state.model_state, d))
+        probe_key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 2)
+        for name, fn in (("hessian", hessian), ("noise_scale", noise)):
+            if name in probes_cfg:
+                m.update(switched(fn, on[name], state.params, state.model_state, d, probe_key))
         new = commit(state, loss, g, optax.apply_updates(state.params, updates), opt, ms, apply)
         m["diverged_at"] = new.diverged_at
         return new, m
 
-    def chunk(state, d, n_plain, apply, do_eval):
-        state, m = measured_step(state, d, apply, do_eval)
+    def chunk(state, d, n_plain, apply, on):
+        state, m = measured_step(state, d, apply, on)
         state = jax.lax.fori_loop(0, n_plain, lambda _, s: plain_step(s, d), state)
         return state, m
 
@@ -378,12 +462,14 @@ def aggregate(members: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def to_records(m: dict[str, np.ndarray], step: int, wall: float,
-               members: list[dict[str, Any]], with_eval: bool) -> list[dict[str, Any]]:
+               members: list[dict[str, Any]], on: dict[str, bool]) -> list[dict[str, Any]]:
     """Flatten one chunk's metrics ([members, ...] arrays) into per-member records.
 
     Each record carries the member's seed and its vmapped hyperparameter values.
     Members that diverged before `step` are frozen and get no more records.
+    Keys of switched-off measurements (`<name>/...` with on[name] false) are left out.
     """
+    off = tuple(f"{k}/" for k, v in on.items() if not v)
     records = []
     for i, member in enumerate(members):
         div = int(m["diverged_at"][i])
@@ -391,7 +477,7 @@ def to_records(m: dict[str, np.ndarray], step: int, wall: float,
             continue
         r: dict[str, Any] = {"step": step, **member, "wall_time": round(wall, 4), "member": i}
         for k, v in m.items():
-            if k == "diverged_at" or (k.startswith("eval/") and not with_eval):
+            if k == "diverged_at" or (off and k.startswith(off)):
                 continue
             v = v[i]
             if v.ndim == 0:
@@ -419,7 +505,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         d = device_data(exp)
         state = init_state(exp, members)
         t_compile = time.perf_counter()
-        chunk = make_chunk(exp).lower(state, d, 0, True, True).compile()
+        chunk = make_chunk(exp).lower(state, d, 0, True, flags(exp, True)).compile()
         summary["compile_seconds"] = round(time.perf_counter() - t_compile, 3)
         for tr in trackers:
             tr.compile_seconds = summary["compile_seconds"]
@@ -430,16 +516,18 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
                         f"d{config.model.depth}")
         pending = None
         last_div = np.full(len(members), -1)
+        every = {"eval": tc.eval_every,
+                 **{k: p.every for k, p in config.probes.active.items()}}
         for j, t in enumerate(log_steps):
             final = t == tc.steps
             n_plain = 0 if final else log_steps[j + 1] - t - 1
-            # evaluate on the first log step at or after each multiple of eval_every
-            do_eval = final or t == 0 or (tc.eval_every > 0 and
-                                          t // tc.eval_every > log_steps[j - 1] // tc.eval_every)
-            state, m = chunk(state, d, n_plain, not final, do_eval)
+            # measure on the first log step at or after each multiple of its interval
+            on = {k: final or t == 0 or (e > 0 and t // e > log_steps[j - 1] // e)
+                  for k, e in every.items()}
+            state, m = chunk(state, d, n_plain, not final, on)
             if pending is not None:
                 last_div = _emit(pending, writer, trackers, members, bar, summary, t0)
-            pending = (t, m, do_eval, (0 if final else n_plain + 1))
+            pending = (t, m, on, (0 if final else n_plain + 1))
         last_div = _emit(pending, writer, trackers, members, bar, summary, t0)
         bar.close()
         summary["status"] = "diverged" if np.all(last_div >= 0) else "completed"
@@ -457,10 +545,10 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
 
 def _emit(pending, writer, trackers, members, bar, summary, t0) -> np.ndarray:
     """Fetch one chunk's metrics, write its records, update trackers and the bar."""
-    t, m, do_eval, advance = pending
+    t, m, on, advance = pending
     m = jax.device_get(m)
     wall = time.perf_counter() - t0
-    records = to_records(m, t, wall, members, do_eval)
+    records = to_records(m, t, wall, members, on)
     div = np.asarray(m["diverged_at"])
     for r in records:
         trackers[r.pop("member")].update(r)
@@ -495,7 +583,7 @@ def replay(config: Config, steps: list[int],
     t = 0
     for s in sorted({int(s) for s in steps if 0 <= s <= config.train.steps}):
         if s > t:
-            state, _ = chunk(state, d, s - t - 1, True, False)
+            state, _ = chunk(state, d, s - t - 1, True, flags(exp))
             t = s
         snaps[s] = jax.device_get({"params": state.params, "model_state": state.model_state})
     return exp, snaps

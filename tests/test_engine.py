@@ -219,3 +219,62 @@ def test_warmup_cosine_schedule_and_gradient_clipping(tmp_path):
                         for l in range(2)) + (clipped["update_ratio/out"]
                                               * clipped["weight_norm/out"]) ** 2)
     assert total == pytest.approx(0.1 * 1e-3, rel=1e-3)
+
+
+def test_vmapped_leaky_slope_matches_separate_runs(tmp_path):
+    slopes = [0.01, 0.3]
+    grid = train.run(make_config(activation={"name": "leaky_relu"},
+                                 train={"vmap": {"activation": {"alpha": slopes}}}),
+                     tmp_path / "grid")
+    assert [m["activation.alpha"] for m in grid["seeds"]] == slopes
+    together = records(tmp_path / "grid")
+    for a in slopes:
+        train.run(make_config(activation={"name": "leaky_relu", "alpha": a}), tmp_path / f"{a}")
+        mine = [r for r in together if r["activation.alpha"] == a]
+        ref = records(tmp_path / f"{a}")
+        assert len(mine) == len(ref) == 5
+        for x, y in zip(mine, ref, strict=True):
+            for k in ("train/loss", "grad_norm/0", "update_ratio/1", "delta_norm/0",
+                      "act_mean/1", "eval/acc"):
+                if k in y:
+                    assert x[k] == pytest.approx(y[k], rel=1e-4, abs=1e-6), (a, k)
+        # held fixed, not trained
+        assert all(r["leaky_relu_alpha/1"] == pytest.approx(a) for r in mine)
+
+
+def test_vmapped_activation_parameter_errors():
+    from actlab.config import ConfigError
+
+    with pytest.raises(ConfigError, match="no numeric parameter 'beta'.*alpha"):
+        make_config(activation={"name": "leaky_relu"},
+                    train={"vmap": {"activation": {"beta": [1.0]}}})
+    with pytest.raises(ConfigError, match="has no numeric parameter"):
+        make_config(activation={"name": "relu"}, train={"vmap": {"activation": {"alpha": [1.0]}}})
+
+
+def test_metric_selection_computes_only_what_is_asked(tmp_path):
+    train.run(make_config(train={"metrics": ["grad_norm", "dead_frac"]}), tmp_path / "some")
+    r = records(tmp_path / "some")[0]
+    families = {k.split("/")[0] for k in r if "/" in k}
+    assert families == {"grad_norm", "dead_frac", "train", "eval"}
+    train.run(make_config(train={"metrics": "none"}), tmp_path / "none")
+    r = records(tmp_path / "none")[1]
+    assert {k.split("/")[0] for k in r if "/" in k} == {"train"}
+    assert r["train/loss"] > 0
+    from actlab.config import ConfigError
+    with pytest.raises(ConfigError, match="unknown train.metrics 'grad'.*grad_norm"):
+        make_config(train={"metrics": ["grad"]})
+
+
+def test_probes_run_on_their_own_interval(tmp_path):
+    cfg = make_config(probes={"hessian": {"every": 10}, "noise_scale": {"every": 15}})
+    train.run(cfg, tmp_path)
+    rs = records(tmp_path)
+    with_h = [r["step"] for r in rs if "hessian/top_eig" in r]
+    with_n = [r["step"] for r in rs if "noise_scale/b_simple" in r]
+    assert with_h == [0, 10, 20] and with_n == [0, 15, 20]
+    assert all(np.isfinite(r["hessian/top_eig"]) for r in rs if "hessian/top_eig" in r)
+    plain = make_config()
+    train.run(plain, tmp_path / "off")
+    assert not any(k.startswith(("hessian", "noise_scale")) for r in records(tmp_path / "off")
+                   for k in r)

@@ -117,8 +117,9 @@ def engine_record(name):
     for k, v in PARAMS.items():
         params[k] = jnp.asarray(v)[None]
     state = state.replace(params=params)
-    _, m = train.make_chunk(exp)(state, train.device_data(exp), 0, True, True)
-    return train.to_records(jax.device_get(m), 0, 0.0, [{"seed": 0}], with_eval=True)[0]
+    on = train.flags(exp, True)
+    _, m = train.make_chunk(exp)(state, train.device_data(exp), 0, True, on)
+    return train.to_records(jax.device_get(m), 0, 0.0, [{"seed": 0}], on)[0]
 
 
 @pytest.mark.parametrize("name", sorted(NUMPY_ACTS))
