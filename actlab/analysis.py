@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from actlab.logging import read_metrics
+
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CACHE = ".actlab_cache.parquet"
@@ -95,19 +97,8 @@ def axes(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read_records(path: Path) -> list[dict[str, Any]]:
-    recs = []
-    with open(path) as f:
-        for line in f:
-            try:
-                recs.append(json.loads(line))
-            except json.JSONDecodeError:  # a torn last line from a killed run
-                continue
-    return recs
-
-
 def _tidy_uncached(run_dir: Path) -> pd.DataFrame:
-    recs = _read_records(run_dir / METRICS)
+    recs, _ = read_metrics(run_dir / METRICS)  # a torn last line of a killed run is skipped
     if not recs:
         return pd.DataFrame(columns=["step", "seed", "wall_time", "metric", "layer", "value"])
     wide = pd.DataFrame.from_records(recs)

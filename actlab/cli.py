@@ -43,6 +43,46 @@ def check_group_choices(argv: list[str], cfg_dir: Path | None = None) -> None:
                 _fail(f"unknown {key} '{v}'; choose from: {', '.join(options)}")
 
 
+def check_output_dir(argv: list[str]) -> None:
+    """Fail in one line if the run (or sweep) directory cannot be created, before Hydra tries."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    target = Path("multirun" if multirun else "outputs")
+    for arg in argv:
+        k, sep, v = arg.partition("=")
+        if sep and k.lstrip("+~") == key and "$" not in v:
+            target = Path(v.strip("'\""))
+    p = target.absolute()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        _fail(f"cannot create the output directory {target}: {p} is "
+              f"{'not a directory' if not p.is_dir() else 'not writable'}; choose another "
+              f"with {key}=...")
+
+
+def run_job(cfg: dict, run_dir: Path, label: str = "") -> dict:
+    """Validate a composed config and train it in `run_dir`; user errors exit 2 in one line."""
+    from actlab import train
+    from actlab.checkpoint import CheckpointError
+    from actlab.config import Config, ConfigError
+    from actlab.data import DataError
+    from actlab.models import ModelError
+
+    try:
+        config = Config.from_dict(cfg)
+    except ConfigError as e:
+        _fail(str(e))
+    for noisy in ("jax", "absl", "orbax"):  # backend-probing chatter, not the user's business
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    print(f"run directory: {run_dir}", flush=True)
+    train.enable_compilation_cache()
+    try:
+        return train.run(config, run_dir, label=label)
+    except (DataError, ModelError, train.RunDirError, CheckpointError) as e:
+        _fail(str(e))  # raised before any training step
+
+
 def _hydra_app():
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -50,28 +90,11 @@ def _hydra_app():
 
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
     def app(cfg: DictConfig) -> float | None:
-        from actlab import train
-        from actlab.config import Config, ConfigError
-        from actlab.data import DataError
-        from actlab.models import ModelError
-
-        try:
-            config = Config.from_dict(OmegaConf.to_container(cfg, resolve=True))
-        except ConfigError as e:
-            _fail(str(e))
-        for noisy in ("jax", "absl", "orbax"):  # backend-probing chatter, not the user's business
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
-        print(f"run directory: {run_dir}", flush=True)
-        train.enable_compilation_cache()
         hc = HydraConfig.get()
+        run_dir = Path(hc.runtime.output_dir)
         label = f"[job {hc.job.num}] " if hc.mode is not None and hc.mode.name == "MULTIRUN" else ""
-        try:
-            summary = train.run(config, run_dir, label=label)
-        except (DataError, ModelError) as e:  # caught while building, before any training
-            _fail(str(e))
-        agg = summary["aggregate"]
-        acc = agg["final_eval_acc"]["mean"]
+        summary = run_job(OmegaConf.to_container(cfg, resolve=True), run_dir, label)
+        acc = summary["aggregate"]["final_eval_acc"]["mean"]
         print(f"{summary['status']}: final eval acc {acc if acc is None else round(acc, 4)}; "
               f"results in {run_dir}", flush=True)
         return acc
@@ -95,6 +118,7 @@ def train_main() -> None:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     sys.argv[1:] = quote_targets(sys.argv[1:])
     check_group_choices(sys.argv[1:])
+    check_output_dir(sys.argv[1:])
     _hydra_app()()
 
 

@@ -101,6 +101,9 @@ class TrainConfig:
     # hyperparameters trained together as extra vmapped members: key -> values
     vmap: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
     metrics: tuple[str, ...] = METRICS  # per-layer metrics computed at log steps
+    checkpoint_every: int = 0  # steps between checkpoints (on the next log step); 0: off
+    checkpoint_keep: int = 2  # newest checkpoints kept
+    resume: bool | str = "auto"  # True | False | "auto" (resume when the run dir has a checkpoint)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,7 +314,18 @@ def _train(d: Mapping[str, Any]) -> TrainConfig:
         probe_size=_int("train", "probe_size", sec.get("probe_size", t.probe_size), lo=1),
         vmap=_vmap(sec.get("vmap"), _section(d, "activation"), _section(d, "model")),
         metrics=_metrics(sec.get("metrics", "all")),
+        checkpoint_every=_int("train", "checkpoint_every", sec.get("checkpoint_every", 0), lo=0),
+        checkpoint_keep=_int("train", "checkpoint_keep", sec.get("checkpoint_keep", 2), lo=1),
+        resume=_resume(sec.get("resume", "auto")),
     )
+
+
+def _resume(v: Any) -> bool | str:
+    if isinstance(v, bool) or v == "auto":
+        return v
+    if isinstance(v, str) and v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    raise ConfigError(f"train.resume must be true, false or auto, got {v!r}")
 
 
 def _metrics(v: Any) -> tuple[str, ...]:

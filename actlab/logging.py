@@ -52,6 +52,43 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
+def read_metrics(path: str | os.PathLike) -> tuple[list[dict[str, Any]], int]:
+    """The records of a metrics.jsonl and how many lines were unreadable.
+
+    A line cut short by a kill (no trailing newline, or not valid JSON) is
+    skipped and counted; everything before it is returned.
+    """
+    records, bad = [], 0
+    path = Path(path)
+    if not path.exists():
+        return records, bad
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                bad += 1
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad += 1
+    return records, bad
+
+
+def rewrite_metrics(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:
+    """Replace a metrics.jsonl by `records` (temp file + rename: never half-written)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class Sink(Protocol):
     def write(self, records: list[dict[str, Any]]) -> None: ...
     def summary(self, summary: dict[str, Any]) -> None: ...

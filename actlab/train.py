@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -488,48 +490,138 @@ def to_records(m: dict[str, np.ndarray], step: int, wall: float,
     return records
 
 
+class RunDirError(RuntimeError):
+    """The run directory cannot be used (one line, with what to do)."""
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config without the keys that may change between a run and its resumption."""
+    out = json.loads(json.dumps(log_lib.clean(cfg)))
+    for key in ("resume", "checkpoint_every", "checkpoint_keep"):
+        out.get("train", {}).pop(key, None)
+    out.pop("logger", None)
+    return out
+
+
+def _prepare_dir(config: Config, run_dir: Path) -> tuple[str, int | None]:
+    """Decide how to start in `run_dir`: ("done", None), ("resume", step) or ("fresh", None).
+
+    Fresh starts remove an earlier attempt's metrics and checkpoints; a resume
+    keeps them. A directory holding a run of a different configuration is
+    never touched.
+    """
+    from actlab import checkpoint
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".actlab-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise RunDirError(f"cannot write to run directory {run_dir}: {e.strerror}; choose "
+                          f"another with hydra.run.dir=... (or hydra.sweep.dir=...)") from None
+    resume = config.train.resume
+    summary_path = run_dir / log_lib.SUMMARY_FILE
+    old = None
+    if summary_path.exists():
+        try:
+            old = json.loads(summary_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            old = None
+    if resume is not False and old is not None:
+        if _comparable(old.get("config") or {}) != _comparable(config.to_dict()):
+            raise RunDirError(f"{run_dir} holds a run of a different configuration; use "
+                              f"another directory, or train.resume=false to overwrite it")
+        if old.get("status") in ("completed", "diverged"):
+            return "done", None
+    step = checkpoint.latest_step(run_dir) if resume is not False else None
+    if step is not None:
+        return "resume", step
+    if resume is True:
+        print(f"train.resume=true but {run_dir} has no checkpoint: starting fresh", flush=True)
+    (run_dir / log_lib.METRICS_FILE).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / checkpoint.CHECKPOINT_DIR, ignore_errors=True)
+    return "fresh", None
+
+
 def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None,
         sinks: list[log_lib.Sink] | None = None, label: str = "") -> dict[str, Any]:
-    """Train every member of `config`, writing records and summaries into `run_dir`."""
+    """Train every member of `config`, writing records and summaries into `run_dir`.
+
+    With checkpoints on, a killed run continues from its latest checkpoint when
+    started again in the same directory (train.resume=auto or true); records the
+    killed process wrote after that checkpoint are dropped, so metrics.jsonl ends
+    with exactly one record per (step, member). A completed run is not retrained.
+    """
+    from actlab import checkpoint
+
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     tc = config.train
+    mode, start = _prepare_dir(config, run_dir)
+    if mode == "done":
+        summary = json.loads((run_dir / log_lib.SUMMARY_FILE).read_text())
+        print(f"{run_dir}: already {summary['status']}, skipped", flush=True)
+        return summary
     exp = build(config)
     members = exp.members
-    writer = log_lib.Writer(sinks if sinks is not None else
-                            [log_lib.make_sink(s, run_dir) for s in config.logger.sinks])
     trackers = [Tracker(m, tc.target) for m in members]
     summary: dict[str, Any] = {"config": config.to_dict(), "status": "running", "seeds": [],
                                "aggregate": {}}
+    d = device_data(exp)
+    state = init_state(exp, members)
+    ckpt = checkpoint.Checkpoints(run_dir, tc.checkpoint_keep) if (
+        tc.checkpoint_every > 0 or mode == "resume") else None
+    if mode == "resume":
+        state = ckpt.restore(start, state)
+        kept = _replay_records(run_dir, start, members, trackers)
+        t0 -= max((r["wall_time"] for r in kept), default=0.0)
+        summary["resumed_from"] = start
+        print(f"resuming {run_dir} from step {start}", flush=True)
+    writer = log_lib.Writer(sinks if sinks is not None else
+                            [log_lib.make_sink(s, run_dir) for s in config.logger.sinks])
     try:
-        d = device_data(exp)
-        state = init_state(exp, members)
         t_compile = time.perf_counter()
         chunk = make_chunk(exp).lower(state, d, 0, True, flags(exp, True)).compile()
         summary["compile_seconds"] = round(time.perf_counter() - t_compile, 3)
         for tr in trackers:
             tr.compile_seconds = summary["compile_seconds"]
         log_steps = list(range(0, tc.steps, tc.log_every)) + [tc.steps]
-        bar = tqdm(total=tc.steps, unit="step", dynamic_ncols=True,
+        j0 = log_steps.index(start) if start is not None else 0
+        bar = tqdm(total=tc.steps, initial=log_steps[j0], unit="step", dynamic_ncols=True,
                    disable=not (config.logger.progress if progress is None else progress),
                    desc=f"{label}{config.model.name} {config.activation.name} "
                         f"d{config.model.depth}")
         pending = None
-        last_div = np.full(len(members), -1)
+        last_div = np.asarray(jax.device_get(state.diverged_at))
         every = {"eval": tc.eval_every,
                  **{k: p.every for k, p in config.probes.active.items()}}
-        for j, t in enumerate(log_steps):
+
+        def due(e, j):  # the first log step at or after each multiple of e
+            t = log_steps[j]
+            return t == tc.steps or t == 0 or (e > 0 and t // e > log_steps[j - 1] // e)
+
+        for j in range(j0, len(log_steps)):
+            t = log_steps[j]
             final = t == tc.steps
+            if ckpt is not None and tc.checkpoint_every > 0 and j > j0 and due(
+                    tc.checkpoint_every, j):
+                # records of every step before t reach the disk before the checkpoint of t
+                if pending is not None:
+                    last_div = _emit(pending, writer, trackers, members, bar, summary, t0)
+                    pending = None
+                writer.flush()
+                ckpt.save(t, state)
             n_plain = 0 if final else log_steps[j + 1] - t - 1
-            # measure on the first log step at or after each multiple of its interval
-            on = {k: final or t == 0 or (e > 0 and t // e > log_steps[j - 1] // e)
-                  for k, e in every.items()}
+            on = {k: due(e, j) for k, e in every.items()}
             state, m = chunk(state, d, n_plain, not final, on)
             if pending is not None:
                 last_div = _emit(pending, writer, trackers, members, bar, summary, t0)
             pending = (t, m, on, (0 if final else n_plain + 1))
         last_div = _emit(pending, writer, trackers, members, bar, summary, t0)
         bar.close()
+        if ckpt is not None:
+            ckpt.wait()
         summary["status"] = "diverged" if np.all(last_div >= 0) else "completed"
     except BaseException:
         summary["status"] = "failed"
@@ -540,7 +632,24 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         summary["wall_time"] = round(time.perf_counter() - t0, 3)
         writer.summary(summary)
         writer.close()
+        if ckpt is not None:
+            ckpt.close()
     return summary
+
+
+def _replay_records(run_dir: Path, start: int, members: list[dict[str, Any]],
+                    trackers: list[Tracker]) -> list[dict[str, Any]]:
+    """Keep the records before `start`, feed them to the trackers, rewrite metrics.jsonl."""
+    path = run_dir / log_lib.METRICS_FILE
+    records, _ = log_lib.read_metrics(path)
+    kept = [r for r in records if r["step"] < start]
+    index = {tuple(m.items()): i for i, m in enumerate(members)}
+    for r in kept:
+        i = index.get(tuple((k, r.get(k)) for k in members[0]))
+        if i is not None:
+            trackers[i].update(dict(r))
+    log_lib.rewrite_metrics(path, kept)
+    return kept
 
 
 def _emit(pending, writer, trackers, members, bar, summary, t0) -> np.ndarray:
