@@ -219,3 +219,21 @@ def composed_dict(*overrides):
         cfg = compose("config", overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True)
 
+
+
+def test_non_finite_values_in_a_user_dataset_are_counted_at_load_time():
+    import numpy as np
+
+    from actlab import data
+
+    @data.register("user_with_nans")
+    def _load():
+        x = np.ones((10, 2), np.float32)
+        x[1, 0], x[3, 1], x[4, 0] = np.nan, np.inf, -np.inf
+        return data.Dataset(name="user_with_nans", x_train=x, y_train=np.zeros(10, np.int32),
+                            x_test=x[:2].copy() * 0, y_test=np.zeros(2, np.int32),
+                            num_classes=2, mean=np.zeros(2, np.float32),
+                            std=np.ones(2, np.float32))
+
+    with pytest.raises(data.DataError, match="has 3 non-finite input values in its train split"):
+        data.load("user_with_nans")
