@@ -161,18 +161,52 @@ def load_sweep(paths: Paths, cache: bool = True) -> pd.DataFrame:
 
 def summaries(paths: Paths) -> pd.DataFrame:
     """One row per run member: config axes, seed, status and the convergence summary."""
+    return _summary_rows(run_dirs(paths))
+
+
+def _summary_rows(dirs: Iterable[Path], failed_rows: bool = False) -> pd.DataFrame:
     rows = []
-    for d in run_dirs(paths):
-        s = json.loads((d / SUMMARY).read_text()) if (d / SUMMARY).is_file() else {}
+    for d in dirs:
+        try:
+            s = json.loads((d / SUMMARY).read_text()) if (d / SUMMARY).is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            s = {}
         cfg = s.get("config") or run_config(d)
         base = {"run": str(d), **axes(cfg), "status": s.get("status", "unknown")}
+        if failed_rows:
+            ov = d / ".hydra" / "overrides.yaml"
+            base["overrides"] = " ".join(yaml.safe_load(ov.read_text()) or []) if ov.is_file() \
+                else ""
         target = (cfg.get("train") or {}).get("target")
         for m in s.get("seeds", []):
             row = {**base, "target": target, **m}
             if "optimizer.lr" in m:
                 row["lr"] = m["optimizer.lr"]
             rows.append(row)
+        if failed_rows and not s.get("seeds"):
+            rows.append({**base, "target": target, "error": s.get("error")})
     return pd.DataFrame(rows)
+
+
+SWEEP_SUMMARY = "sweep_summary.csv"
+
+
+def write_sweep_summary(sweep_dir: str | os.PathLike) -> Path:
+    """sweep_summary.csv at the sweep root: one row per job x member (failed jobs: one row).
+
+    Columns: run, config axes, the job's overrides, status, the member's seed and
+    swept values, and its convergence summary. Written atomically, so jobs that
+    finish at the same time never leave a half-written file.
+    """
+    root = Path(sweep_dir)
+    dirs = sorted({p.parent for p in root.rglob(SUMMARY)} |
+                  {p.parent.parent for p in root.rglob(".hydra/config.yaml")}, key=_natural)
+    df = _summary_rows([d for d in dirs if d != root], failed_rows=True)
+    out = root / SWEEP_SUMMARY
+    tmp = out.with_name(f".{SWEEP_SUMMARY}.{os.getpid()}.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    return out
 
 
 def wide(df: pd.DataFrame, metric: str) -> pd.DataFrame:

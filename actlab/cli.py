@@ -61,18 +61,40 @@ def check_output_dir(argv: list[str]) -> None:
               f"with {key}=...")
 
 
-def run_job(cfg: dict, run_dir: Path, label: str = "") -> dict:
-    """Validate a composed config and train it in `run_dir`; user errors exit 2 in one line."""
+class JobFailed(Exception):
+    """A multirun job stopped by a user error; Hydra reports it and runs the other jobs."""
+
+
+def run_job(cfg: dict, run_dir: Path, label: str = "", multirun: bool = False) -> dict:
+    """Validate a composed config and train it in `run_dir`.
+
+    A user error ends a single run with one line and exit code 2. In a multirun
+    it marks this job failed (summary.json status "failed" with the message) and
+    raises JobFailed, which Hydra records while it goes on with the other jobs.
+    """
     from actlab import train
     from actlab.checkpoint import CheckpointError
     from actlab.config import Config, ConfigError
     from actlab.data import DataError
     from actlab.models import ModelError
 
+    def fail(msg: str):
+        if not multirun:
+            _fail(msg)
+        print(f"actlab-train: error: {msg}", file=sys.stderr, flush=True)
+        from actlab.logging import SUMMARY_FILE, write_json_atomic
+
+        try:
+            write_json_atomic(run_dir / SUMMARY_FILE, {"config": cfg, "status": "failed",
+                                                       "error": msg, "seeds": []})
+        except OSError:
+            pass
+        raise JobFailed(msg)
+
     try:
         config = Config.from_dict(cfg)
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
     for noisy in ("jax", "absl", "orbax"):  # backend-probing chatter, not the user's business
         logging.getLogger(noisy).setLevel(logging.WARNING)
     print(f"run directory: {run_dir}", flush=True)
@@ -80,7 +102,19 @@ def run_job(cfg: dict, run_dir: Path, label: str = "") -> dict:
     try:
         return train.run(config, run_dir, label=label)
     except (DataError, ModelError, train.RunDirError, CheckpointError) as e:
-        _fail(str(e))  # raised before any training step
+        fail(str(e))  # raised before any training step
+
+
+def objective(summary: dict, name: str, steps: int) -> float | None:
+    """The value a sweeper optimises: the mean over members of a summary field.
+
+    A member that never reached the target counts as steps + 1 for steps_to_target.
+    """
+    vals = [m.get(name) for m in summary.get("seeds", [])]
+    if name == "steps_to_target":
+        vals = [steps + 1 if v is None else v for v in vals]
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
 
 
 def _hydra_app():
@@ -92,12 +126,21 @@ def _hydra_app():
     def app(cfg: DictConfig) -> float | None:
         hc = HydraConfig.get()
         run_dir = Path(hc.runtime.output_dir)
-        label = f"[job {hc.job.num}] " if hc.mode is not None and hc.mode.name == "MULTIRUN" else ""
-        summary = run_job(OmegaConf.to_container(cfg, resolve=True), run_dir, label)
-        acc = summary["aggregate"]["final_eval_acc"]["mean"]
+        multirun = hc.mode is not None and hc.mode.name == "MULTIRUN"
+        label = f"[job {hc.job.num}] " if multirun else ""
+        try:
+            summary = run_job(OmegaConf.to_container(cfg, resolve=True), run_dir, label,
+                              multirun)
+        finally:
+            if multirun:
+                from actlab.analysis import write_sweep_summary
+
+                write_sweep_summary(hc.sweep.dir)
+        steps = cfg.train.steps
+        acc = objective(summary, "final_eval_acc", steps)
         print(f"{summary['status']}: final eval acc {acc if acc is None else round(acc, 4)}; "
               f"results in {run_dir}", flush=True)
-        return acc
+        return objective(summary, cfg.train.get("objective", "final_eval_acc"), steps)
 
     return app
 

@@ -22,6 +22,8 @@ class ConfigError(ValueError):
 TARGET_KEYS = ("train/loss", "train/acc", "eval/loss", "eval/acc")
 _TARGET_RE = re.compile(r"^\s*([a-z]+/[a-z]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+OBJECTIVES = ("final_eval_acc", "best_eval_acc", "final_eval_loss", "final_train_loss",
+              "steps_to_target", "time_to_target", "loss_auc")
 METRICS = ("grad_norm", "weight_norm", "update_ratio", "delta_norm", "act_mean", "act_std",
            "dead_frac", "sat_frac")
 
@@ -104,6 +106,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints (on the next log step); 0: off
     checkpoint_keep: int = 2  # newest checkpoints kept
     resume: bool | str = "auto"  # True | False | "auto" (resume when the run dir has a checkpoint)
+    objective: str = "final_eval_acc"  # what the CLI returns to a sweeper (mean over members)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +131,8 @@ class ProbesConfig:
 class LoggerConfig:
     sinks: tuple[str, ...] = ("local",)
     progress: bool = True
+    # W&B: project, entity, group (default: the configuration's name), tags, mode
+    wandb: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,6 +322,8 @@ def _train(d: Mapping[str, Any]) -> TrainConfig:
         checkpoint_every=_int("train", "checkpoint_every", sec.get("checkpoint_every", 0), lo=0),
         checkpoint_keep=_int("train", "checkpoint_keep", sec.get("checkpoint_keep", 2), lo=1),
         resume=_resume(sec.get("resume", "auto")),
+        objective=_choice("train", "objective", sec.get("objective", "final_eval_acc"),
+                          OBJECTIVES),
     )
 
 
@@ -404,18 +411,26 @@ def _probes(d: Mapping[str, Any]) -> ProbesConfig:
     return ProbesConfig(**out)
 
 
-SINKS = ("local", "stdout", "none")
+SINKS = ("local", "stdout", "wandb", "none")
+WANDB_KEYS = ("project", "entity", "group", "tags", "mode")
+WANDB_MODES = ("auto", "offline", "online", "disabled")
 
 
 def _logger(d: Mapping[str, Any]) -> LoggerConfig:
     sec = _section(d, "logger")
-    _no_extra("logger", sec, ["sinks", "progress"])
+    _no_extra("logger", sec, ["sinks", "progress", "wandb"])
     sinks = sec.get("sinks", ["local"])
     if isinstance(sinks, str):
         sinks = [sinks]
     for s in sinks:
         _choice("logger", "sinks", s, SINKS)
-    return LoggerConfig(sinks=tuple(sinks), progress=bool(sec.get("progress", True)))
+    wb = dict(sec.get("wandb") or {})
+    _no_extra("logger.wandb", wb, WANDB_KEYS)
+    _choice("logger.wandb", "mode", wb.get("mode", "auto"), WANDB_MODES)
+    if isinstance(wb.get("tags"), str):
+        wb["tags"] = [wb["tags"]]
+    return LoggerConfig(sinks=tuple(dict.fromkeys(sinks)), progress=bool(sec.get("progress", True)),
+                        wandb=wb)
 
 
 def _build(d: Mapping[str, Any]) -> Config:

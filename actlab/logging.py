@@ -104,7 +104,8 @@ class LocalSink:
         self._f = open(self.dir / METRICS_FILE, "a", encoding="utf-8")
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        self._f.write("".join(json.dumps(clean(r)) + "\n" for r in records))
+        self._f.write("".join(json.dumps(clean({k: v for k, v in r.items() if k != "member"}))
+                              + "\n" for r in records))
         self._f.flush()
 
     def summary(self, summary: dict[str, Any]) -> None:
@@ -150,8 +151,109 @@ class NullSink:
         pass
 
 
-def make_sink(name: str, run_dir: str | os.PathLike) -> Sink:
-    """A sink by name: local, stdout or none."""
+def wandb_mode(requested: str = "auto") -> str:
+    """'online' only when asked for or when an API key is configured; never waits on a network.
+
+    auto: WANDB_MODE if set, else online with WANDB_API_KEY or a ~/.netrc entry for
+    api.wandb.ai, else offline (sync later with `wandb sync <run dir>/wandb/offline-run-*`).
+    """
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        import netrc
+
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+class WandbSink:
+    """One W&B run per member (seed x vmapped grid point), grouped by configuration.
+
+    W&B's grouping then averages a configuration's seeds. Records are logged with
+    the same keys as metrics.jsonl at their `step`; the resolved config and the
+    member's identity are the run config; the member's convergence summary goes
+    to the run summary. Runs are finished with exit code 1 when training failed.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, options: Mapping[str, Any],
+                 config: Mapping[str, Any], members: list[dict[str, Any]], group: str):
+        import wandb
+
+        self.wandb = wandb
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.options, self.config, self.group = dict(options), dict(config), group
+        self.members = members
+        self.runs: dict[int, Any] = {}
+        self.mode = wandb_mode(self.options.get("mode", "auto"))
+
+    @property
+    def agent(self) -> bool:
+        """Started by `wandb agent`: one run (the agent's), members' keys prefixed m<i>/."""
+        return bool(os.environ.get("WANDB_SWEEP_ID"))
+
+    def _run(self, i: int):
+        if self.agent:
+            if 0 not in self.runs:
+                self.runs[0] = self.wandb.init(config=self.config, dir=str(self.dir),
+                                               group=self.options.get("group") or self.group)
+            return self.runs[0]
+        if i not in self.runs:
+            m = self.members[i]
+            name = self.group + "".join(f" {k.split('.')[-1]}={v:g}" for k, v in m.items()
+                                        if k != "seed") + f" seed={m['seed']}"
+            self.runs[i] = self.wandb.init(
+                project=self.options.get("project") or "actlab",
+                entity=self.options.get("entity"), group=self.options.get("group") or self.group,
+                tags=list(self.options.get("tags") or []), name=name, dir=str(self.dir),
+                config={**self.config, "member": m}, mode=self.mode, reinit="create_new",
+                settings=self.wandb.Settings(silent=True, console="off", x_disable_stats=True))
+        return self.runs[i]
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        by_step: dict[tuple[int, int], dict[str, Any]] = {}
+        for r in records:
+            i = r["member"]
+            logged = {k: v for k, v in r.items() if k not in ("step", "member")
+                      and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if self.agent and len(self.members) > 1:
+                logged = {f"m{i}/{k}": v for k, v in logged.items()}
+            slot = by_step.setdefault((0 if self.agent else i, int(r["step"])), {})
+            slot.update(logged)
+        for (i, step), logged in by_step.items():
+            self._run(i).log(logged, step=step)
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        self._status = summary.get("status")
+        if summary.get("status") in ("completed", "diverged", "failed") and self.agent:
+            run = self._run(0)  # the sweep's metric: a mean over members
+            run.summary.update({k: v["mean"] for k, v in (summary.get("aggregate") or {}).items()
+                                if isinstance(v, dict) and v.get("mean") is not None})
+            run.summary["status"] = summary["status"]
+        elif summary.get("status") in ("completed", "diverged", "failed"):
+            for i, s in enumerate(summary.get("seeds") or []):
+                run = self._run(i)
+                run.summary.update({k: v for k, v in s.items() if v is not None})
+                run.summary["status"] = summary["status"]
+
+    def close(self) -> None:
+        failed = getattr(self, "_status", None) not in ("completed", "diverged")
+        for run in self.runs.values():
+            run.finish(exit_code=1 if failed else 0)
+        self.runs.clear()
+
+
+def make_sink(name: str, run_dir: str | os.PathLike, **context: Any) -> Sink:
+    """A sink by name: local, stdout, none, or wandb (context: options, config, members, group)."""
+    if name == "wandb":
+        return WandbSink(run_dir, **context)
     return {"local": lambda: LocalSink(run_dir), "stdout": StdoutSink, "none": NullSink}[name]()
 
 

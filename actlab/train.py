@@ -215,6 +215,27 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
     )
 
 
+def shard_members(state: TrainState, d: dict[str, jax.Array]
+                  ) -> tuple[TrainState, dict[str, jax.Array], int]:
+    """Spread the members over all local devices (leading axis), data replicated.
+
+    Members are independent, so the partitioned program needs no communication
+    and gives the numbers of a single device. Used when the member count is a
+    multiple of the device count; otherwise everything stays on one device.
+    Returns the placed state and data and the number of devices used.
+    """
+    devices = jax.local_devices()
+    n = int(jax.tree.leaves(state)[0].shape[0])
+    if len(devices) < 2 or n % len(devices):
+        return state, d, 1
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.asarray(devices), ("members",))
+    state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("members")))
+    d = jax.device_put(d, NamedSharding(mesh, PartitionSpec()))
+    return state, d, len(devices)
+
+
 def device_data(exp: Experiment) -> dict[str, jax.Array]:
     """The dataset and the fixed probe batch, resident on the device."""
     ds, p = exp.dataset, exp.config.train.probe_size
@@ -490,6 +511,15 @@ def to_records(m: dict[str, np.ndarray], step: int, wall: float,
     return records
 
 
+def run_group(config: Config) -> str:
+    """A short name of the configuration (W&B group): what differs from the defaults."""
+    parts = [config.activation.name, config.model.name, f"d{config.model.depth}",
+             config.dataset.name, f"{config.optimizer.name}"
+             + (f"@{config.optimizer.lr:g}" if "optimizer.lr" not in config.train.vmap else "")]
+    parts += [f"{k}={v}" for k, v in sorted(config.activation.params.items())]
+    return " ".join(parts)
+
+
 class RunDirError(RuntimeError):
     """The run directory cannot be used (one line, with what to do)."""
 
@@ -578,8 +608,12 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         t0 -= max((r["wall_time"] for r in kept), default=0.0)
         summary["resumed_from"] = start
         print(f"resuming {run_dir} from step {start}", flush=True)
+    context = {"options": config.logger.wandb, "config": config.to_dict(), "members": members,
+               "group": run_group(config)}
     writer = log_lib.Writer(sinks if sinks is not None else
-                            [log_lib.make_sink(s, run_dir) for s in config.logger.sinks])
+                            [log_lib.make_sink(s, run_dir, **context)
+                             for s in config.logger.sinks])
+    state, d, summary["devices"] = shard_members(state, d)
     try:
         t_compile = time.perf_counter()
         chunk = make_chunk(exp).lower(state, d, 0, True, flags(exp, True)).compile()
@@ -660,7 +694,7 @@ def _emit(pending, writer, trackers, members, bar, summary, t0) -> np.ndarray:
     records = to_records(m, t, wall, members, on)
     div = np.asarray(m["diverged_at"])
     for r in records:
-        trackers[r.pop("member")].update(r)
+        trackers[r["member"]].update(r)
     for tr, dv in zip(trackers, div, strict=True):
         tr.s["diverged_at"] = int(dv) if dv >= 0 else None
     writer.write(records)
