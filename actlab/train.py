@@ -620,6 +620,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         summary["compile_seconds"] = round(time.perf_counter() - t_compile, 3)
         for tr in trackers:
             tr.compile_seconds = summary["compile_seconds"]
+        t_train = time.perf_counter()
         log_steps = list(range(0, tc.steps, tc.log_every)) + [tc.steps]
         j0 = log_steps.index(start) if start is not None else 0
         bar = tqdm(total=tc.steps, initial=log_steps[j0], unit="step", dynamic_ncols=True,
@@ -654,6 +655,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
             pending = (t, m, on, (0 if final else n_plain + 1))
         last_div = _emit(pending, writer, trackers, members, bar, summary, t0)
         bar.close()
+        summary["train_seconds"] = round(time.perf_counter() - t_train, 4)  # after compiling
         if ckpt is not None:
             ckpt.wait()
         summary["status"] = "diverged" if np.all(last_div >= 0) else "completed"

@@ -1,0 +1,415 @@
+"""actlab's performance figures, measured side by side in one invocation.
+
+    python -m benchmarks.run            # every figure (about 15 minutes on a 2-core CPU)
+    python -m benchmarks.run --quick    # tiny sizes: checks that every figure still runs
+    python -m benchmarks.run --only 1,3 # some figures
+
+Prints a table of ratios against their targets and writes it, with the command
+and a description of the machine, to benchmarks/RESULTS.md (not with --quick,
+unless --out is given). PyTorch is needed for figure 3 only
+(`pip install torch==2.13.0`); without it that figure is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from actlab import data, train  # noqa: E402
+from actlab import logging as log_lib  # noqa: E402
+from actlab.config import Config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+
+
+@dataclass
+class Row:
+    figure: str
+    measured: str
+    ratio: float | None
+    target: str
+    ok: bool | None
+    note: str = ""
+
+
+def config(base: dict | None = None, **sections) -> Config:
+    """A Config from `base` then `sections`, each merged one level deep."""
+    d: dict = {"logger": {"progress": False, "sinks": ["local"]},
+               "train": {"eval_every": 0, "target": None}}
+    for src in (base or {}, sections):
+        for k, v in src.items():
+            d.setdefault(k, {}).update(v)
+    return Config.from_dict(d)
+
+
+def timed_run(cfg: Config) -> dict:
+    """train.run into a temporary directory; the summary (train_seconds: after compiling)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return train.run(cfg, tmp, progress=False)
+
+
+def steps_per_s(cfg: Config, repeats: int = 2) -> float:
+    """Best of `repeats` runs: steps / seconds spent training (compile excluded)."""
+    return max(cfg.train.steps / timed_run(cfg)["train_seconds"] for _ in range(repeats))
+
+
+# --------------------------------------------------------------------------- #
+# The reference loops.
+
+def bare_jax_steps_per_s(depth: int, width: int, batch: int, steps: int, lr: float) -> float:
+    """A minimal hand-written JAX loop: same MLP, Adam, batch; lax.scan, no framework."""
+    ds = data.load("spiral")
+    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    dims = [x.shape[1]] + [width] * depth + [ds.num_classes]
+    keys = jax.random.split(jax.random.PRNGKey(0), len(dims))
+    params = [(jax.random.normal(k, (a, b)) * jnp.sqrt(2.0 / a), jnp.zeros(b))
+              for k, a, b in zip(keys, dims[:-1], dims[1:], strict=False)]
+    tx = optax.adam(lr)
+
+    def loss(p, xb, yb):
+        h = xb
+        for w, b in p[:-1]:
+            h = jax.nn.relu(h @ w + b)
+        logits = h @ p[-1][0] + p[-1][1]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    def step(carry, i):
+        p, o = carry
+        idx = jax.random.randint(jax.random.fold_in(jax.random.PRNGKey(1), i), (batch,), 0,
+                                 x.shape[0])
+        g = jax.grad(loss)(p, x[idx], y[idx])
+        u, o = tx.update(g, o, p)
+        return (optax.apply_updates(p, u), o), None
+
+    @jax.jit
+    def train_all(p, o):
+        return jax.lax.scan(step, (p, o), jnp.arange(steps))[0]
+
+    opt = tx.init(params)
+    jax.block_until_ready(train_all(params, opt))  # compile
+    best = 0.0
+    for _ in range(2):
+        t = time.perf_counter()
+        jax.block_until_ready(train_all(params, opt))
+        best = max(best, steps / (time.perf_counter() - t))
+    return best
+
+
+def torch_steps_per_s(depth: int, width: int, batch: int, steps: int, log_every: int,
+                      lr: float) -> float | None:
+    """Plain PyTorch eager with hooks: the same MLP, data, Adam and per-layer metrics
+    (gradient norm per layer, dead fraction per layer on a 512-example probe batch)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    ds = data.load("spiral")
+    x, y = torch.tensor(ds.x_train), torch.tensor(ds.y_train, dtype=torch.long)
+    probe = x[:512]
+    layers, d_in = [], x.shape[1]
+    for _ in range(depth):
+        lin = torch.nn.Linear(d_in, width)
+        torch.nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
+        torch.nn.init.zeros_(lin.bias)
+        layers += [lin, torch.nn.ReLU()]
+        d_in = width
+    layers.append(torch.nn.Linear(d_in, ds.num_classes))
+    model = torch.nn.Sequential(*layers)
+    hidden = [m for m in model if isinstance(m, torch.nn.Linear)][:-1]
+    captured: list = []
+    for lin in hidden:  # pre-activations of every hidden layer, when asked for
+        lin.register_forward_hook(lambda m, i, o: captured.append(o) if capturing else None)
+    capturing = False
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    lossf = torch.nn.CrossEntropyLoss()
+    records = []
+
+    def run(n):
+        nonlocal capturing
+        for s in range(n):
+            idx = torch.randint(0, x.shape[0], (batch,))
+            opt.zero_grad(set_to_none=True)
+            loss = lossf(model(x[idx]), y[idx])
+            loss.backward()
+            if s % log_every == 0:
+                gn = [torch.sqrt(lin.weight.grad.square().sum() + lin.bias.grad.square().sum())
+                      for lin in hidden]
+                with torch.no_grad():
+                    captured.clear()
+                    capturing = True
+                    model(probe)
+                    capturing = False
+                    dead = [(z <= 0).all(0).float().mean() for z in captured]
+                records.append({"loss": loss.item(), "grad_norm": torch.stack(gn).tolist(),
+                                "dead_frac": torch.stack(dead).tolist()})
+            opt.step()
+
+    run(min(steps, 50))  # warm-up
+    t = time.perf_counter()
+    run(steps)
+    return steps / (time.perf_counter() - t)
+
+
+def peak_matmul_flops(n: int) -> float:
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda a, b: a @ b)
+    jax.block_until_ready(f(a, a))
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        jax.block_until_ready(f(a, a))
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
+    return best
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+class RssSink:
+    """Samples this process's resident memory at every log step."""
+
+    def __init__(self):
+        self.samples: list[float] = []
+
+    def write(self, records):
+        self.samples.append(rss_mb())
+
+    def summary(self, summary):
+        pass
+
+    def close(self):
+        pass
+
+
+# --------------------------------------------------------------------------- #
+# The figures.
+
+def fig1(q: bool) -> Row:
+    steps = 200 if q else 4000
+    base = {"model": {"depth": 8, "width": 64}, "train": {"steps": steps, "batch_size": 128}}
+    on = steps_per_s(config(base, train={"log_every": 10}))
+    off = steps_per_s(config(base, train={"log_every": steps, "metrics": "none"}))
+    r = on / off
+    return Row("1 instrumentation: all metrics @ log_every=10 vs off (d8 w64 b128)",
+               f"{on:.0f} vs {off:.0f} steps/s", r, ">= 0.90", r >= 0.90)
+
+
+def fig2(q: bool) -> Row:
+    steps = 200 if q else 4000
+    cfg = config(model={"depth": 8, "width": 64},
+                 train={"steps": steps, "batch_size": 128, "log_every": steps,
+                        "metrics": "none"})
+    ours = steps_per_s(cfg)
+    bare = bare_jax_steps_per_s(8, 64, 128, steps, 0.01)
+    r = ours / bare
+    return Row("2 uninstrumented step vs minimal JAX lax.scan loop", f"{ours:.0f} vs {bare:.0f} "
+               "steps/s", r, ">= 0.90", r >= 0.90)
+
+
+def fig3(q: bool) -> list[Row]:
+    rows = []
+    for depth in (8, 32):
+        steps = 100 if q else (3000 if depth == 8 else 1500)
+        ours = steps_per_s(config(model={"depth": depth, "width": 64},
+                                  train={"steps": steps, "batch_size": 128, "log_every": 10,
+                                         "metrics": ["grad_norm", "dead_frac"]}))
+        pt = torch_steps_per_s(depth, 64, 128, steps, 10, 0.01)
+        if pt is None:
+            rows.append(Row(f"3 vs PyTorch eager + hooks, depth {depth}", "torch not installed",
+                            None, ">= 5x" if depth == 8 else "(report)", None))
+            continue
+        r = ours / pt
+        rows.append(Row(f"3 vs PyTorch eager + hooks (grad norms, dead frac @10), depth {depth}",
+                        f"{ours:.0f} vs {pt:.0f} steps/s", r,
+                        ">= 5x" if depth == 8 else "(report)", r >= 5 if depth == 8 else None))
+    return rows
+
+
+def fig4(q: bool) -> list[Row]:
+    rows = []
+    n = 4 if q else 16
+    for width, depth in ((16, 2), (64, 4)):
+        steps = 50 if q else 1000
+        base = {"model": {"depth": depth, "width": width},
+                "train": {"steps": steps, "batch_size": 64, "log_every": 50}}
+        t = time.perf_counter()
+        timed_run(config(base, train={"seeds": n}))
+        together = time.perf_counter() - t
+        t = time.perf_counter()
+        for s in range(n):
+            timed_run(config(base, train={"seed": s}))
+        apart = time.perf_counter() - t
+        r = apart / together
+        target = ">= 4x" if width == 16 else "(report)"
+        rows.append(Row(f"4 {n} seeds vmapped vs {n} sequential runs, width {width} depth "
+                        f"{depth}", f"{together:.1f} s vs {apart:.1f} s", r, target,
+                        r >= 4 if width == 16 else None, "wall time incl. setup and compile"))
+    return rows
+
+
+def fig5(q: bool) -> Row:
+    width, batch, depth = (256, 128, 4) if q else (1024, 512, 4)
+    steps = 20 if q else 300
+    peak = peak_matmul_flops(512 if q else 2048)
+    cfg = config(model={"depth": depth, "width": width}, dataset={"name": "mnist1d"},
+                 train={"steps": steps, "batch_size": batch, "log_every": steps,
+                        "metrics": "none", "probe_size": 64})
+    sps = steps_per_s(cfg)
+    d_in, c = 40, 10
+    macs = d_in * width + (depth - 1) * width * width + width * c
+    flops = 6 * batch * macs * sps  # forward 2, backward 4 per multiply-add
+    r = flops / peak
+    return Row(f"5 utilisation: MLP w{width} b{batch} d{depth} vs measured matmul peak",
+               f"{flops / 1e9:.1f} vs {peak / 1e9:.1f} GFLOP/s", r, ">= 0.50", r >= 0.5)
+
+
+def fig6(q: bool) -> Row:
+    times = {}
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        for depth in (4, 16, 64):
+            cfg = config(model={"depth": depth, "width": 64}, train={"steps": 10})
+            exp = train.build(cfg)
+            state, d = train.init_state(exp), train.device_data(exp)
+            t = time.perf_counter()
+            chunk = train.make_chunk(exp).lower(state, d, 0, True, train.flags(exp, True))
+            chunk = chunk.compile()
+            jax.block_until_ready(chunk(state, d, 0, True, train.flags(exp, True)))
+            times[depth] = time.perf_counter() - t
+    finally:
+        jax.config.update("jax_enable_compilation_cache", True)
+    r = times[64] / times[4]
+    return Row("6 first-step latency (compile) depth 64 / depth 4",
+               " ".join(f"d{k}: {v:.2f}s" for k, v in times.items()), r, "<= 2", r <= 2)
+
+
+ACTS12 = ["relu", "leaky_relu", "elu", "selu", "gelu", "swish", "mish", "softplus", "tanh",
+          "sigmoid", "softsign", "hard_tanh"]
+
+
+def fig7(q: bool) -> tuple[Row, float]:
+    acts = ACTS12[:2] if q else ACTS12
+    depths, seeds, steps = ("2",) if q else ("2", "8", "32"), 2 if q else 4, 50 if q else 2000
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [str(Path(sys.executable).parent / "actlab-train"), "-m",
+               f"activation={','.join(acts)}", f"model.depth={','.join(depths)}",
+               f"train.seeds={seeds}", f"train.steps={steps}", "dataset=mnist1d",
+               "train.log_every=50", "train.eval_every=500", "logger.progress=false",
+               f"hydra.sweep.dir={tmp}"]
+        t = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if p.returncode:
+            raise RuntimeError(p.stderr[-2000:])
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        sums = [json.loads(f.read_text()) for f in Path(tmp).glob("*/summary.json")]
+    comp = sum(s["compile_seconds"] for s in sums)
+    run_s = sum(s["train_seconds"] for s in sums)
+    jobs = len(sums)
+    note = (f"{jobs} jobs: compile {comp:.0f} s, training {run_s:.0f} s, rest (start-up, data, "
+            f"logging) {wall - comp - run_s:.0f} s; peak RSS {peak:.0f} MB")
+    return Row(f"7 study {len(acts)} acts x {len(depths)} depths x {seeds} seeds, MNIST-1D, "
+               f"{steps} steps, CLI -m", f"{wall / 60:.1f} min", wall / 600, "<= 10 min",
+               wall <= 600, note), peak
+
+
+def fig8(q: bool) -> Row:
+    code = ("import resource, tempfile\nfrom actlab import train\nfrom actlab.config import "
+            "Config\nwith tempfile.TemporaryDirectory() as t:\n"
+            "    train.run(Config.from_dict({'logger': {'progress': False}}), t)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+    default_peak = float(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                        text=True, check=True).stdout.split()[-1])
+    steps = 2000 if q else 20000
+    sink = RssSink()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = config(train={"steps": steps, "log_every": 50})
+        train.run(cfg, tmp, progress=False, sinks=[log_lib.LocalSink(tmp), sink])
+    s = sink.samples
+    growth = s[-1] - s[len(s) // 5]
+    return Row("8 memory: default run peak RSS; growth over a long run (20%..100%)",
+               f"{default_peak:.0f} MB; {growth:+.1f} MB over {steps} steps", None,
+               "no growth", abs(growth) < 20, f"{len(s)} samples, {s[len(s)//5]:.0f} MB at 20%")
+
+
+# --------------------------------------------------------------------------- #
+
+def machine() -> str:
+    dev = jax.devices()[0]
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores ({cpu}), "
+            f"jax {jax.__version__} on {dev.platform} ({dev.device_kind}), Python "
+            f"{platform.python_version()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke)")
+    p.add_argument("--only", help="comma-separated figure numbers, e.g. 1,3")
+    p.add_argument("--out", help="markdown file to write (default: benchmarks/RESULTS.md, "
+                                 "none with --quick)")
+    args = p.parse_args(argv)
+    train.enable_compilation_cache()
+    only = {int(x) for x in args.only.split(",")} if args.only else set(range(1, 9))
+    figures = {1: fig1, 2: fig2, 3: fig3, 4: fig4, 5: fig5, 6: fig6, 7: fig7, 8: fig8}
+    rows: list[Row] = []
+    for k in sorted(only):
+        t = time.perf_counter()
+        out = figures[k](args.quick)
+        if k == 7:
+            out = out[0]
+        new = out if isinstance(out, list) else [out]
+        rows += new
+        for r in new:
+            print(f"[{time.perf_counter() - t:6.1f} s] {r.figure}: {r.measured}"
+                  + (f" (ratio {r.ratio:.2f})" if r.ratio is not None else ""), flush=True)
+    table = render(rows)
+    print(table)
+    out = args.out or (None if args.quick else str(ROOT / "RESULTS.md"))
+    if out:
+        cmd = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
+        Path(out).write_text(f"# actlab benchmark results\n\nCommand: `{cmd.strip()}`\n\n"
+                             f"Machine: {machine()}\n\n{table}\n")
+        print(f"wrote {out}")
+    return 0 if all(r.ok is not False for r in rows) or args.quick else 1
+
+
+def render(rows: list[Row]) -> str:
+    lines = ["| figure | measured | ratio | target | met | note |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ok = {True: "yes", False: "**no**", None: "-"}[r.ok]
+        ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
+        lines.append(f"| {r.figure} | {r.measured} | {ratio} | {r.target} | {ok} | {r.note} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
