@@ -1,0 +1,93 @@
+"""Reduced versions of the studies in experiments/: each asserts its qualitative finding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from actlab import train
+from actlab.cli import config_dir
+from actlab.config import Config
+
+STUDIES = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def study(name: str, *overrides: str) -> Config:
+    """The study's config (as `actlab-train --config-dir experiments/NAME --config-name study`)."""
+    with initialize_config_dir(config_dir=str(STUDIES / name), version_base="1.3"):
+        cfg = compose("study", overrides=[f"hydra.searchpath=[file://{config_dir()}]",
+                                          "logger.progress=false", *overrides])
+    return Config.from_dict(OmegaConf.to_container(cfg, resolve=True))
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_every_study_has_a_readme_with_its_command_and_a_config_that_composes():
+    for d in sorted(p for p in STUDIES.iterdir() if p.is_dir()):
+        first = (d / "study.yaml").read_text().splitlines()[0]
+        assert first == f"# actlab-train -m --config-dir experiments/{d.name} --config-name study"
+        readme = (d / "README.md").read_text()
+        assert first[2:] in readme and "## Result" in readme
+        assert study(d.name) is not None
+
+
+def first_to_last(tmp_path, act, depth):
+    cfg = study("vanishing_gradients", f"activation={act}", f"model.depth={depth}",
+                "train.steps=1", "train.log_every=1")
+    train.run(cfg, tmp_path / f"{act}{depth}")
+    rs = [r for r in records(tmp_path / f"{act}{depth}") if r["step"] == 0]
+    return np.mean([r["grad_norm/0"] / r[f"grad_norm/{depth - 1}"] for r in rs])
+
+
+def test_vanishing_gradients_sigmoid_decays_fastest_relu_stays_flat(tmp_path):
+    sig5, sig10 = first_to_last(tmp_path, "sigmoid", 5), first_to_last(tmp_path, "sigmoid", 10)
+    relu10 = first_to_last(tmp_path, "relu", 10)
+    tanh10 = first_to_last(tmp_path, "tanh", 10)
+    assert sig10 < sig5 < 0.2 and sig10 < 1e-2
+    assert sig10 < tanh10
+    assert 0.2 < relu10 < 5
+
+
+def test_dying_relu_grows_with_learning_rate_leaky_never_dies(tmp_path):
+    out = {}
+    for act in ("relu", "leaky_relu"):
+        cfg = study("dying_relu", f"activation={act}", "model.depth=4", "train.steps=300",
+                    "train.seeds=2", "train.vmap.optimizer.lr=[0.001,1.0]")
+        train.run(cfg, tmp_path / act)
+        last = [r for r in records(tmp_path / act) if r["step"] == 300]
+        for lr in (0.001, 1.0):
+            out[act, lr] = np.mean([r[f"dead_frac/{l}"] for r in last
+                                    if r["optimizer.lr"] == lr for l in range(4)])
+    assert out["relu", 1.0] > out["relu", 0.001] + 0.1
+    assert out["leaky_relu", 1.0] == out["leaky_relu", 0.001] == 0.0
+
+
+@pytest.mark.parametrize("dataset", ["circle", "xor"])
+def test_playground_three_relu_neurons_suffice_a_linear_model_cannot(tmp_path, dataset):
+    best = {}
+    for act in ("relu", "identity"):
+        s = train.run(study("playground", f"dataset={dataset}", f"activation={act}"),
+                      tmp_path / act)
+        best[act] = min((m["final_eval_loss"], m["final_train_loss"]) for m in s["seeds"])
+    assert max(best["relu"]) < 0.2  # train and test loss of the best initialisation
+    assert min(best["identity"]) > 0.5
+
+
+def test_init_x_activation_forward_signal_at_depth_30(tmp_path):
+    def ratio(act, init):
+        cfg = study("init_x_activation", f"activation={act}", f"init={init}", "train.steps=1",
+                    "train.log_every=1", "train.seeds=2")
+        train.run(cfg, tmp_path / f"{act}-{init}")
+        rs = [r for r in records(tmp_path / f"{act}-{init}") if r["step"] == 0]
+        return np.mean([r["act_std/29"] / r["act_std/0"] for r in rs])
+
+    assert 0.3 < ratio("relu", "he") < 3
+    assert ratio("relu", "glorot") < 1e-2  # variance halves at every layer
+    assert 0.5 < ratio("selu", "lecun") < 2  # self-normalising
