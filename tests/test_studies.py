@@ -43,7 +43,8 @@ def first_to_last(tmp_path, act, depth):
                 "train.steps=1", "train.log_every=1")
     train.run(cfg, tmp_path / f"{act}{depth}")
     rs = [r for r in records(tmp_path / f"{act}{depth}") if r["step"] == 0]
-    return np.mean([r["grad_norm/0"] / r[f"grad_norm/{depth - 1}"] for r in rs])
+    # layer 1 is the first hidden layer of the same shape (width x width) as the last
+    return np.mean([r["grad_norm/1"] / r[f"grad_norm/{depth - 1}"] for r in rs])
 
 
 def test_vanishing_gradients_sigmoid_decays_fastest_relu_stays_flat(tmp_path):
