@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from actlab import analysis, report
@@ -52,13 +53,19 @@ def table(name: str, sweep: Path) -> str:
                 "(mean over seeds):\n\n" + md(acc.round(3)))
     if name == "dying_relu":
         df = analysis.load_sweep(sweep)
-        last = df[(df["metric"] == "dead_frac") & (df["step"] == df["step"].max())]
-        last = last.merge(summ[["run", "activation", "depth"]].drop_duplicates(), on="run")
+        dead = df[df["metric"] == "dead_frac"]
+        # each member's last record: a member that diverged stops at its divergence
+        ends = dead.groupby(["run", "seed", "optimizer.lr"])["step"].transform("max")
+        last = dead[dead["step"] == ends]
         t = last.groupby(["activation", "depth", "optimizer.lr"])["value"].mean().unstack(
             "optimizer.lr")
+        div = summ.assign(d=summ["diverged_at"].notna()).groupby(
+            ["activation", "depth", "lr"])["d"].sum().unstack("lr")
+        t = t.round(3).astype(str) + np.where(div.values > 0, " (diverged " + div.astype(int)
+                                              .astype(str) + ")", "")
         acc = summ.groupby(["activation", "depth", "lr"])["final_eval_acc"].mean().unstack("lr")
         return ("final dead_frac (mean over layers and seeds), by learning rate:\n\n"
-                + md(t.round(3)) + "\n\nfinal test accuracy:\n\n"
+                + md(t) + "\n\nfinal test accuracy:\n\n"
                 + md(acc.round(3)))
     if name == "playground":
         g = summ.groupby(["dataset", "activation"])

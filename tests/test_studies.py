@@ -62,10 +62,12 @@ def test_dying_relu_grows_with_learning_rate_leaky_never_dies(tmp_path):
         cfg = study("dying_relu", f"activation={act}", "model.depth=4", "train.steps=300",
                     "train.seeds=2", "train.vmap.optimizer.lr=[0.001,1.0]")
         train.run(cfg, tmp_path / act)
-        last = [r for r in records(tmp_path / act) if r["step"] == 300]
+        last = {}  # each member's last record (a diverged member stops early)
+        for r in records(tmp_path / act):
+            last[r["seed"], r["optimizer.lr"]] = r
         for lr in (0.001, 1.0):
-            out[act, lr] = np.mean([r[f"dead_frac/{l}"] for r in last
-                                    if r["optimizer.lr"] == lr for l in range(4)])
+            out[act, lr] = np.mean([r[f"dead_frac/{l}"] for (_, rate), r in last.items()
+                                    if rate == lr for l in range(4)])
     assert out["relu", 1.0] > out["relu", 0.001] + 0.1
     assert out["leaky_relu", 1.0] == out["leaky_relu", 0.001] == 0.0
 
