@@ -254,3 +254,22 @@ def comparison_table(paths: Paths, df: pd.DataFrame | None = None) -> pd.DataFra
             "grad_ratio_first_last": g["grad_ratio_first_last"].mean(),
         })
     return pd.DataFrame(rows)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): sum over confidence bins of |accuracy - confidence| x share.
+
+    Confidence is the top class probability (for one-vs-all heads the largest
+    sigmoid, which need not sum to 1 with the others); bins are equal-width on [0, 1].
+    """
+    probs = np.asarray(probs, float)
+    conf, pred = probs.max(1), probs.argmax(1)
+    correct = (pred == np.asarray(labels)).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)

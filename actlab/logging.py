@@ -37,15 +37,20 @@ def clean(v: Any) -> Any:
     return v
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temp file in the same directory, fsync, then rename over `path`."""
+def write_json_atomic(path: Path, obj: Any, sync: bool = True) -> None:
+    """Write JSON to a temp file in the same directory, then rename over `path`.
+
+    The rename makes it atomic for readers and against a killed process; `sync`
+    also fsyncs first, so it survives a power cut.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(clean(obj), f, indent=2)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -109,7 +114,9 @@ class LocalSink:
         self._f.flush()
 
     def summary(self, summary: dict[str, Any]) -> None:
-        write_json_atomic(self.dir / SUMMARY_FILE, summary)
+        # fsync only the final summary; the ones written while running are replaced soon
+        write_json_atomic(self.dir / SUMMARY_FILE, summary,
+                          sync=summary.get("status") != "running")
 
     def close(self) -> None:
         self._f.close()

@@ -475,8 +475,12 @@ class Tracker:
         return {**self.member, **self.s}
 
 
-def aggregate(members: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean, std, count and 95% bootstrap interval of the mean over members, per field."""
+def aggregate(members: list[dict[str, Any]], ci: bool = True) -> dict[str, Any]:
+    """Mean, std, count and 95% bootstrap interval of the mean over members, per field.
+
+    With ci=False (the summaries written while training runs) the interval is
+    left out: resampling at every log step would take host time from training.
+    """
     from actlab.analysis import bootstrap_ci
 
     out: dict[str, Any] = {}
@@ -484,7 +488,7 @@ def aggregate(members: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [m[k] for m in members if isinstance(m.get(k), (int, float))]
         out[k] = {"mean": float(np.mean(vals)) if vals else None,
                   "std": float(np.std(vals)) if vals else None, "n": len(vals),
-                  "ci95": list(bootstrap_ci(vals)) if vals else None}
+                  "ci95": list(bootstrap_ci(vals)) if vals and ci else None}
     return out
 
 
@@ -705,7 +709,7 @@ def _emit(pending, writer, trackers, members, bar, summary, t0) -> np.ndarray:
         tr.s["diverged_at"] = int(dv) if dv >= 0 else None
     writer.write(records)
     summary["seeds"] = [tr.summary() for tr in trackers]
-    summary["aggregate"] = aggregate(summary["seeds"])
+    summary["aggregate"] = aggregate(summary["seeds"], ci=False)
     summary["wall_time"] = round(wall, 3)
     writer.summary(dict(summary))
     post = {"loss": f"{np.nanmean(m['train/loss']):.3g}"}
