@@ -30,6 +30,8 @@ AXES = {
     "depth": ("model", "depth"),
     "width": ("model", "width"),
     "model": ("model", "name"),
+    "norm": ("model", "norm"),
+    "head": ("model", "head"),
     "dataset": ("dataset", "name"),
     "optimizer": ("optimizer", "name"),
     "lr": ("optimizer", "lr"),

@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import math
 import os
 import shutil
 import time
@@ -501,21 +502,29 @@ def to_records(m: dict[str, np.ndarray], step: int, wall: float,
     Keys of switched-off measurements (`<name>/...` with on[name] false) are left out.
     """
     off = tuple(f"{k}/" for k, v in on.items() if not v)
+    names: list[str] = []
+    cols = []
+    for k, v in m.items():  # one [members, keys] table, converted to Python floats at once
+        if k == "diverged_at" or (off and k.startswith(off)):
+            continue
+        v = np.asarray(v)
+        if v.ndim == 1:
+            names.append(k)
+            cols.append(v[:, None])
+        else:
+            flat = v.reshape(v.shape[0], -1)
+            names += [f"{k}/{l}" for l in range(flat.shape[1])]
+            cols.append(flat)
+    table = np.concatenate(cols, 1).astype(np.float64).tolist() if cols else [[]] * len(members)
+    div = np.asarray(m["diverged_at"])
     records = []
     for i, member in enumerate(members):
-        div = int(m["diverged_at"][i])
-        if 0 <= div < step:
+        if 0 <= div[i] < step:
             continue
-        r: dict[str, Any] = {"step": step, **member, "wall_time": round(wall, 4), "member": i}
-        for k, v in m.items():
-            if k == "diverged_at" or (off and k.startswith(off)):
-                continue
-            v = v[i]
-            if v.ndim == 0:
-                r[k] = float(v)
-            else:
-                r.update({f"{k}/{l}": float(x) for l, x in enumerate(v)})
-        records.append(log_lib.clean(r))
+        r: dict[str, Any] = {"step": step, **log_lib.clean(member), "wall_time": round(wall, 4),
+                             "member": i}
+        r.update(zip(names, (x if math.isfinite(x) else None for x in table[i]), strict=True))
+        records.append(r)
     return records
 
 

@@ -85,7 +85,57 @@ def table(name: str, sweep: Path) -> str:
         acc = summ.groupby(["activation", "init"])["final_eval_acc"].mean().rename(
             "final test acc")
         return md(t.join(acc).map(lambda v: f"{v:.3g}"))
+    if name == "normalisation":
+        df = analysis.load_sweep(sweep)
+        r0 = layer_ratio(df, 0).merge(summ[["run", "seed", "activation", "norm"]],
+                                      on=["run", "seed"])
+        t = r0.groupby(["activation", "norm"])["ratio"].median().map(lambda v: f"{v:.2e}")
+        g = summ.groupby(["activation", "norm"])
+        out = pd.DataFrame({"grad_norm/1 / grad_norm/last at init": t,
+                            "final test acc": g["final_eval_acc"].mean().round(3),
+                            "steps to 90% (median)": g["steps_to_target"].median()})
+        return md(out)
+    if name == "recommender":
+        df = analysis.load_sweep(sweep)
+        ev = df[df["metric"] == "eval/rmse"]
+        last = ev[ev["step"] == ev["step"].max()]
+        rmse = last.groupby("activation")["value"].agg(["mean", "std"]).round(4)
+        dead = df[(df["metric"] == "dead_frac") & (df["step"] == df["step"].max())]
+        dead = dead.groupby(["activation", "layer"])["value"].mean().unstack("layer").round(3)
+        dead.columns = [f"dead_frac/{int(c)}" for c in dead.columns]
+        from actlab import data
+
+        ds = data.load("ratings")
+        base = float(np.sqrt(np.mean((ds.y_test - ds.y_train.mean()) ** 2)) * ds.meta["scale"])
+        return (md(rmse.rename(columns={"mean": "test RMSE (stars)", "std": "std over seeds"})
+                   .join(dead)) + f"\n\nBaseline (predict the mean training rating): "
+                f"RMSE {base:.4f}")
+    if name == "output_heads":
+        return heads_table(sweep)
     raise SystemExit(f"no summary for {name}")
+
+
+def heads_table(sweep: Path) -> str:
+    """Accuracy, ECE and the spread of summed class probabilities, from replayed final models."""
+    import json
+
+    from actlab import train
+    from actlab.config import Config
+
+    rows = []
+    for run in analysis.run_dirs(sweep):
+        cfg = Config.from_dict(json.loads((run / "summary.json").read_text())["config"])
+        exp, snaps = train.replay(cfg, [cfg.train.steps])
+        for i, member in enumerate(exp.members):
+            out = train.forward(exp, snaps[cfg.train.steps], exp.dataset.x_test, member=i)
+            p, y = out["probs"], exp.dataset.y_test
+            rows.append({"dataset": cfg.dataset.name, "head": cfg.model.head,
+                         "acc": float((p.argmax(1) == y).mean()),
+                         "ECE": analysis.expected_calibration_error(p, y),
+                         "sum of probs: mean": float(p.sum(1).mean()),
+                         "sum of probs: std": float(p.sum(1).std())})
+    t = pd.DataFrame(rows).groupby(["dataset", "head"]).mean().round(4)
+    return md(t)
 
 
 def main() -> None:

@@ -192,3 +192,15 @@ def test_notebooks_execute(name, sweep, monkeypatch):
 def test_playground_datasets_are_two_dimensional():
     assert all(data.load(n).input_shape == (2,) for n in ("circle", "xor", "gauss", "spiral"))
     assert os.path.isdir(ROOT / "notebooks")
+
+
+def test_expected_calibration_error_by_hand():
+    from actlab.analysis import expected_calibration_error
+
+    # two bins used (of 10): confidences 0.95 (2 examples, 1 right) and 0.65 (2, both right)
+    probs = np.array([[0.95, 0.05], [0.95, 0.05], [0.35, 0.65], [0.35, 0.65]])
+    labels = np.array([0, 1, 1, 1])
+    want = 0.5 * abs(0.5 - 0.95) + 0.5 * abs(1.0 - 0.65)
+    assert expected_calibration_error(probs, labels, bins=10) == pytest.approx(want)
+    perfect = np.eye(3)[[0, 1, 2]]
+    assert expected_calibration_error(perfect, np.array([0, 1, 2])) == 0.0

@@ -94,3 +94,44 @@ def test_init_x_activation_forward_signal_at_depth_30(tmp_path):
     assert 0.3 < ratio("relu", "he") < 3
     assert ratio("relu", "glorot") < 1e-2  # variance halves at every layer
     assert 0.5 < ratio("selu", "lecun") < 2  # self-normalising
+
+
+def test_normalisation_rescues_deep_sigmoid_gradients(tmp_path):
+    def ratio(norm):
+        cfg = study("normalisation", "activation=sigmoid", f"model.norm={norm}",
+                    "train.steps=1", "train.log_every=1", "train.seeds=2")
+        train.run(cfg, tmp_path / norm)
+        rs = [r for r in records(tmp_path / norm) if r["step"] == 0]
+        return np.mean([r["grad_norm/1"] / r["grad_norm/19"] for r in rs])
+
+    none, batch = ratio("none"), ratio("batch")
+    assert none < 1e-6 and batch > 1e3 * none
+
+
+def test_recommender_beats_the_mean_rating_baseline(tmp_path):
+    from actlab import data
+
+    ds = data.load("ratings")
+    base = float(np.sqrt(np.mean((ds.y_test - ds.y_train.mean()) ** 2)) * ds.meta["scale"])
+    cfg = study("recommender", "activation=relu", "train.steps=600", "train.seeds=2")
+    train.run(cfg, tmp_path)
+    last = [r for r in records(tmp_path) if r["step"] == 600]
+    assert len(last) == 2 and all(r["eval/rmse"] < 0.9 * base for r in last)
+
+
+def test_output_heads_softmax_sums_to_one_one_vs_all_does_not(tmp_path):
+    from actlab.analysis import expected_calibration_error
+
+    out = {}
+    for head in ("softmax", "one_vs_all"):
+        cfg = study("output_heads", "dataset=digits", f"model.head={head}", "train.steps=400",
+                    "train.seeds=1")
+        exp, snaps = train.replay(cfg, [400])
+        p = train.forward(exp, snaps[400], exp.dataset.x_test)["probs"]
+        y = exp.dataset.y_test
+        out[head] = (float((p.argmax(1) == y).mean()), p.sum(1),
+                     expected_calibration_error(p, y))
+    for acc, _, ece in out.values():
+        assert acc > 0.85 and 0 <= ece < 0.2
+    np.testing.assert_allclose(out["softmax"][1], 1.0, atol=1e-5)
+    assert out["one_vs_all"][1].std() > 0.01
