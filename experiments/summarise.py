@@ -25,7 +25,10 @@ def md(df: pd.DataFrame) -> str:
     df = df.reset_index()
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     rule = "|" + "---|" * len(df.columns)
-    rows = ["| " + " | ".join(map(str, r)) + " |" for r in df.itertuples(index=False)]
+    def cell(v) -> str:
+        return f"{v:.4g}" if isinstance(v, float | np.floating) else str(v)
+
+    rows = ["| " + " | ".join(map(cell, r)) + " |" for r in df.itertuples(index=False)]
     return "\n".join([head, rule, *rows])
 
 
@@ -126,7 +129,7 @@ def heads_table(sweep: Path) -> str:
     for run in analysis.run_dirs(sweep):
         cfg = Config.from_dict(json.loads((run / "summary.json").read_text())["config"])
         exp, snaps = train.replay(cfg, [cfg.train.steps])
-        for i, member in enumerate(exp.members):
+        for i in range(len(exp.members)):
             out = train.forward(exp, snaps[cfg.train.steps], exp.dataset.x_test, member=i)
             p, y = out["probs"], exp.dataset.y_test
             rows.append({"dataset": cfg.dataset.name, "head": cfg.model.head,
