@@ -435,7 +435,18 @@ def make_chunk(exp: Experiment) -> Callable:
         state = jax.lax.fori_loop(0, n_plain, lambda _, s: plain_step(s, d), state)
         return state, m
 
-    return jax.jit(jax.vmap(chunk, in_axes=(0, None, None, None, None)), donate_argnums=0)
+    many = jax.vmap(chunk, in_axes=(0, None, None, None, None))
+
+    def members_chunk(state, d, n_plain, apply, on):
+        if jax.tree.leaves(state)[0].shape[0] > 1:
+            return many(state, d, n_plain, apply, on)
+        # one member: run it without the vmap axis (XLA's batched dots over a size-1 axis
+        # are slower than plain ones); squeezing and restoring the axis are free reshapes
+        one = functools.partial(jax.tree.map, lambda a: a[0])
+        state, m = chunk(one(state), d, n_plain, apply, on)
+        return jax.tree.map(lambda a: a[None], (state, m))
+
+    return jax.jit(members_chunk, donate_argnums=0)
 
 
 # --------------------------------------------------------------------------- #

@@ -115,7 +115,142 @@ def table(name: str, sweep: Path) -> str:
                 f"RMSE {base:.4f}")
     if name == "output_heads":
         return heads_table(sweep)
+    if name == "activation_zoo":
+        return zoo_table(sweep)
+    if name == "gelu_vs_swish":
+        return gelu_swish_table(sweep)
     raise SystemExit(f"no summary for {name}")
+
+
+def per_run_cost(summ: pd.DataFrame) -> pd.Series:
+    """Milliseconds of training (compilation excluded) per step, all members together."""
+    import json
+
+    ms = {}
+    for run in summ["run"].unique():
+        s = json.loads((Path(run) / "summary.json").read_text())
+        ms[run] = 1e3 * s["train_seconds"] / s["config"]["train"]["steps"]
+    return summ["run"].map(ms)
+
+
+def final_layer_means(sweep: Path, metrics: tuple[str, ...]) -> pd.DataFrame:
+    """Each member's last record of each metric, averaged over hidden layers: (run, seed) rows."""
+    df = analysis.load_sweep(sweep)
+    sel = df[df["metric"].isin(metrics) & df["layer"].notna()]
+    sel = sel[sel["step"] == sel.groupby("run")["step"].transform("max")]
+    return sel.groupby(["run", "seed", "metric"])["value"].mean().unstack("metric").reset_index()
+
+
+def ci_cell(v: pd.Series) -> str:
+    lo, hi = analysis.bootstrap_ci(v)
+    return f"{v.mean():.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def zoo_table(sweep: Path) -> str:
+    """Per (dataset, model): activations ranked by final test accuracy with 95% intervals."""
+    summ = analysis.summaries(sweep)
+    summ["ms_per_step"] = per_run_cost(summ)
+    summ = summ.merge(final_layer_means(sweep, ("dead_frac", "sat_frac")), on=["run", "seed"])
+    parts, panels = [], []
+    for (dset, model), g in summ.groupby(["dataset", "model"]):
+        rows = []
+        for act, a in g.groupby("activation"):
+            stt = a["steps_to_target"].dropna()
+            rows.append({"activation": act, "acc": a["final_eval_acc"].mean(),
+                         "final test acc [95% CI]": ci_cell(a["final_eval_acc"]),
+                         "steps to loss 0.5 (median)":
+                             f"{stt.median():.0f} ({len(stt)}/{len(a)})" if len(stt)
+                             else f"- (0/{len(a)})",
+                         "dead_frac": a["dead_frac"].mean(), "sat_frac": a["sat_frac"].mean(),
+                         "ms/step": a["ms_per_step"].mean()})
+        t = pd.DataFrame(rows).sort_values("acc", ascending=False).reset_index(drop=True)
+        t.insert(0, "rank", np.arange(1, len(t) + 1))
+        panels.append((f"{dset}, {model}", g, t["activation"].tolist()))
+        parts.append(f"### {dset}, {model}\n\n" + md(t.drop(columns="acc").set_index("rank")))
+    forest_plot(panels, HERE / "activation_zoo" / "ranking.png")
+    return "\n\n".join(parts)
+
+
+def forest_plot(panels, path: Path) -> None:
+    """One panel per setting: each activation's mean test accuracy with its 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axs = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 6.5), sharey=False)
+    for ax, (title, g, order) in zip(np.atleast_1d(axs), panels, strict=True):
+        for i, act in enumerate(order):
+            v = g.loc[g["activation"] == act, "final_eval_acc"]
+            lo, hi = analysis.bootstrap_ci(v)
+            ax.plot([lo, hi], [i, i], color="tab:blue", lw=2)
+            ax.plot(v.mean(), i, "o", color="tab:blue", ms=4)
+        ax.set_yticks(range(len(order)), order, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("final test accuracy")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def function_cost(labels: dict[str, tuple[str, dict]], n: int = 1 << 22) -> pd.DataFrame:
+    """Nanoseconds per element of each activation alone: forward, forward + backward (jit)."""
+    import timeit
+
+    import jax
+    import jax.numpy as jnp
+
+    from actlab import activations
+
+    z = jax.random.normal(jax.random.PRNGKey(0), (n,))
+    rows = {}
+    for label, (name, params) in labels.items():
+        sp = activations.spec(name, **params)
+        lp = {k: jnp.float32(v) for k, v in sp.learned.items()}
+
+        def total(z, lp, sp=sp):
+            return sp(z, **lp).sum()
+
+        fwd = jax.jit(lambda z, lp, sp=sp: sp(z, **lp))
+        bwd = jax.jit(jax.grad(total, argnums=(0, 1)))
+        out = {}
+        for col, f in (("forward ns/element", fwd), ("forward+backward ns/element", bwd)):
+            jax.block_until_ready(f(z, lp))
+            best = min(timeit.repeat(lambda f=f, lp=lp: jax.block_until_ready(f(z, lp)), number=5,
+                                     repeat=5)) / 5
+            out[col] = 1e9 * best / n
+        rows[label] = out
+    return pd.DataFrame(rows).T
+
+
+def gelu_swish_table(sweep: Path) -> str:
+    """Accuracy, convergence and cost per step per variant and model; the functions timed alone."""
+    summ = analysis.summaries(sweep)
+    summ["ms_per_step"] = per_run_cost(summ)
+    df = analysis.load_sweep(sweep)
+    beta = df[df["metric"].str.startswith("swish_beta")]
+    beta = beta[beta["step"] == beta.groupby("run")["step"].transform("max")]
+    beta = beta.groupby("run")["value"].agg(["min", "max"])
+    rows = []
+    for (model, act), g in summ.groupby(["model", "activation"]):
+        stt = g["steps_to_target"].dropna()
+        b = beta.loc[g["run"].iloc[0]] if g["run"].iloc[0] in beta.index else None
+        rows.append({"model": model, "activation": act,
+                     "final test acc [95% CI]": ci_cell(g["final_eval_acc"]),
+                     "final train loss": g["final_train_loss"].mean(),
+                     "steps to loss 0.5 (median)": stt.median() if len(stt) else np.nan,
+                     "ms/step (4 seeds)": g["ms_per_step"].mean(),
+                     "learned beta (range over layers)":
+                         "-" if b is None else f"{b['min']:.3f} .. {b['max']:.3f}"})
+    cost = function_cost({"gelu": ("gelu", {}), "gelu(approximate=True)":
+                          ("gelu", {"approximate": True}), "swish": ("swish", {}),
+                          "swish(learnable=True)": ("swish", {"learnable": True}),
+                          "relu (reference)": ("relu", {})})
+    cost.index.name = "function"
+    return (md(pd.DataFrame(rows).set_index(["model", "activation"])) + "\n\nEach function "
+            "alone on 4M float32 elements (jit, best of 5, this CPU):\n\n" + md(cost))
 
 
 def heads_table(sweep: Path) -> str:

@@ -121,7 +121,8 @@ def test_per_layer_activation_list(tmp_path):
 def test_scan_over_layers_equals_unrolled():
     sp = (activations.spec("gelu"),) * 6
     kw = dict(specs=sp, num_classes=3, input_shape=(5,), depth=6, width=16)
-    scanned, unrolled = models.build("mlp", **kw), models.build("mlp", scan_layers=False, **kw)
+    scanned = models.build("mlp", scan_layers=True, **kw)
+    unrolled = models.build("mlp", scan_layers=False, **kw)
     x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
     y = jnp.arange(8) % 3
     params, state = scanned.init(jax.random.PRNGKey(0), x)

@@ -141,3 +141,21 @@ def test_output_heads_softmax_sums_to_one_one_vs_all_does_not(tmp_path):
         assert acc > 0.85 and 0 <= ece < 0.2
     np.testing.assert_allclose(out["softmax"][1], 1.0, atol=1e-5)
     assert out["one_vs_all"][1].std() > 0.01
+
+
+def test_gelu_variants_train_alike_and_swish_beta_is_learned(tmp_path):
+    final = {}
+    for act in ("gelu_exact", "gelu_tanh", "swish_learnable"):
+        cfg = study("gelu_vs_swish", f"activation={act}", "model=mlp", "train.steps=300",
+                    "train.seeds=2", "train.eval_every=300")
+        train.run(cfg, tmp_path / act)
+        final[act] = [r for r in records(tmp_path / act) if r["step"] == 300]
+    # the two GELUs differ by < 1e-3 pointwise: the same seeds end within a whisker
+    for a, b in zip(final["gelu_exact"], final["gelu_tanh"], strict=True):
+        assert a["seed"] == b["seed"]
+        assert abs(a["train/loss"] - b["train/loss"]) < 0.02 * a["train/loss"]
+        assert abs(a["eval/acc"] - b["eval/acc"]) < 0.03
+        assert a["train/loss"] != b["train/loss"]  # yet they are different functions
+    betas = [v for r in final["swish_learnable"] for k, v in r.items()
+             if k.startswith("swish_beta/")]
+    assert len(betas) == 2 * 2 and all(abs(b - 1.0) > 1e-4 for b in betas)
