@@ -107,6 +107,8 @@ class TrainConfig:
     checkpoint_keep: int = 2  # newest checkpoints kept
     resume: bool | str = "auto"  # True | False | "auto" (resume when the run dir has a checkpoint)
     objective: str = "final_eval_acc"  # what the CLI returns to a sweeper (mean over members)
+    # how members share the program: vmap (batched), map (one after another), auto
+    member_loop: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,6 +326,8 @@ def _train(d: Mapping[str, Any]) -> TrainConfig:
         resume=_resume(sec.get("resume", "auto")),
         objective=_choice("train", "objective", sec.get("objective", "final_eval_acc"),
                           OBJECTIVES),
+        member_loop=_choice("train", "member_loop", sec.get("member_loop", "auto"),
+                            ("auto", "vmap", "map")),
     )
 
 

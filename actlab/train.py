@@ -317,6 +317,25 @@ def flags(exp: Experiment, value: bool = False) -> dict[str, bool]:
     return {"eval": value, **dict.fromkeys(exp.config.probes.active, value)}
 
 
+MAP_ON_CPU = ("cnn", "resnet", "transformer")  # batched convolutions/attention: slower on CPU
+
+
+def member_loop(exp: Experiment) -> str:
+    """'vmap' or 'map': how the chunk runs its members (train.member_loop, auto resolved).
+
+    Both give each member the same computation. vmap batches them into one set of
+    wider operations; XLA's CPU backend runs batched (grouped) convolutions and
+    attention slower than the same operations one member at a time, so auto maps
+    over members for those models on a single CPU device. Members sharded over
+    several devices need vmap.
+    """
+    choice = exp.config.train.member_loop
+    if choice != "auto":
+        return choice
+    single_cpu = jax.default_backend() == "cpu" and jax.local_device_count() == 1
+    return "map" if single_cpu and exp.config.model.name in MAP_ON_CPU else "vmap"
+
+
 def make_chunk(exp: Experiment) -> Callable:
     """The jitted, member-vmapped chunk function (state donated).
 
@@ -435,7 +454,11 @@ def make_chunk(exp: Experiment) -> Callable:
         state = jax.lax.fori_loop(0, n_plain, lambda _, s: plain_step(s, d), state)
         return state, m
 
-    many = jax.vmap(chunk, in_axes=(0, None, None, None, None))
+    if member_loop(exp) == "map":
+        def many(state, d, n_plain, apply, on):
+            return jax.lax.map(lambda s: chunk(s, d, n_plain, apply, on), state)
+    else:
+        many = jax.vmap(chunk, in_axes=(0, None, None, None, None))
 
     def members_chunk(state, d, n_plain, apply, on):
         if jax.tree.leaves(state)[0].shape[0] > 1:

@@ -240,7 +240,7 @@ def gelu_swish_table(sweep: Path) -> str:
         rows.append({"model": model, "activation": act,
                      "final test acc [95% CI]": ci_cell(g["final_eval_acc"]),
                      "final train loss": g["final_train_loss"].mean(),
-                     "steps to loss 0.5 (median)": stt.median() if len(stt) else np.nan,
+                     "steps to loss 1.0 (median)": stt.median() if len(stt) else np.nan,
                      "ms/step (4 seeds)": g["ms_per_step"].mean(),
                      "learned beta (range over layers)":
                          "-" if b is None else f"{b['min']:.3f} .. {b['max']:.3f}"})

@@ -34,6 +34,26 @@ def test_vmapped_member_matches_a_separate_run_with_its_seed(tmp_path):
         alone["seeds"][0]["final_eval_acc"])
 
 
+@pytest.mark.parametrize("model", [{"name": "cnn", "depth": 2, "channels": 4},
+                                   {"name": "transformer", "depth": 1, "dim": 8, "heads": 2}])
+def test_members_mapped_or_vmapped_give_the_same_numbers(tmp_path, model):
+    def run(loop):
+        cfg = make_config(model=model, dataset={"name": "mnist1d", "num_samples": 300,
+                                                "view": "sequence"},
+                          train={"seeds": 2, "member_loop": loop})
+        assert train.member_loop(train.build(cfg)) == loop
+        train.run(cfg, tmp_path / loop)
+        return records(tmp_path / loop)
+
+    mapped, vmapped = run("map"), run("vmap")
+    assert len(mapped) == len(vmapped) == 10
+    for x, y in zip(mapped, vmapped, strict=True):
+        assert (x["step"], x["seed"]) == (y["step"], y["seed"])
+        for k in x:  # float32 reassociation differs between the two programs
+            if k != "wall_time" and x[k] is not None:
+                assert x[k] == pytest.approx(y[k], rel=1e-3, abs=1e-6), k
+
+
 def first_record(tmp_path, act, init):
     cfg = make_config(activation={"name": act}, init={"name": init},
                       model={"depth": 10, "width": 64},
