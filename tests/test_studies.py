@@ -159,3 +159,18 @@ def test_gelu_variants_train_alike_and_swish_beta_is_learned(tmp_path):
     betas = [v for r in final["swish_learnable"] for k, v in r.items()
              if k.startswith("swish_beta/")]
     assert len(betas) == 2 * 2 and all(abs(b - 1.0) > 1e-4 for b in betas)
+
+
+def test_activation_zoo_linear_network_stays_near_logistic_regression(tmp_path):
+    acc = {}
+    for act in ("identity", "relu", "hard_sigmoid"):
+        cfg = study("activation_zoo", f"activation={act}", "model=mlp", "train.steps=1500",
+                    "train.seeds=2", "train.eval_every=1500")
+        train.run(cfg, tmp_path / act)
+        acc[act] = np.array([r["eval/acc"] for r in records(tmp_path / act)
+                             if r["step"] == 1500])
+    # a linear MLP is a linear classifier: MNIST-1D's ~32% for logistic regression
+    assert (acc["identity"] < 0.4).all()
+    assert (acc["relu"] > acc["identity"] + 0.15).all()
+    # hard_sigmoid: phi' = 1/6 at best and 0 past |z| = 3 under He init; far behind relu
+    assert (acc["hard_sigmoid"] < acc["relu"] - 0.1).all()
