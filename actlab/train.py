@@ -475,6 +475,8 @@ def make_chunk(exp: Experiment) -> Callable:
 # --------------------------------------------------------------------------- #
 # Host side: records, convergence summaries, the driver.
 
+SUMMARY_INTERVAL = 1.0  # seconds between the summary.json rewrites made while a run trains
+
 PER_MEMBER_SUMMARY = ("final_train_loss", "final_eval_loss", "final_eval_acc", "best_eval_acc",
                       "steps_to_target", "time_to_target", "time_to_target_excl_compile",
                       "loss_auc", "diverged_at")
@@ -678,7 +680,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
                    disable=not (config.logger.progress if progress is None else progress),
                    desc=f"{label}{config.model.name} {config.activation.name} "
                         f"d{config.model.depth}")
-        pending = None
+        pending, last_summary = None, -math.inf
         last_div = np.asarray(jax.device_get(state.diverged_at))
         every = {"eval": tc.eval_every,
                  **{k: p.every for k, p in config.probes.active.items()}}
@@ -702,7 +704,10 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
             on = {k: due(e, j) for k, e in every.items()}
             state, m = chunk(state, d, n_plain, not final, on)
             if pending is not None:
-                last_div = _emit(pending, writer, trackers, members, bar, summary, t0)
+                due_s = time.perf_counter() - last_summary >= SUMMARY_INTERVAL
+                last_div = _emit(pending, writer, trackers, members, bar, summary, t0, due_s)
+                if due_s:
+                    last_summary = time.perf_counter()
             pending = (t, m, on, (0 if final else n_plain + 1))
         last_div = _emit(pending, writer, trackers, members, bar, summary, t0)
         bar.close()
@@ -739,8 +744,14 @@ def _replay_records(run_dir: Path, start: int, members: list[dict[str, Any]],
     return kept
 
 
-def _emit(pending, writer, trackers, members, bar, summary, t0) -> np.ndarray:
-    """Fetch one chunk's metrics, write its records, update trackers and the bar."""
+def _emit(pending, writer, trackers, members, bar, summary, t0,
+          summary_due: bool = True) -> np.ndarray:
+    """Fetch one chunk's metrics, write its records, update trackers and the bar.
+
+    The running summary.json is rewritten only when `summary_due` (the driver asks
+    at most once every SUMMARY_INTERVAL seconds): a rewrite per log step would take
+    host time from training on a small machine, and the records are on disk anyway.
+    """
     t, m, on, advance = pending
     m = jax.device_get(m)
     wall = time.perf_counter() - t0
@@ -751,10 +762,11 @@ def _emit(pending, writer, trackers, members, bar, summary, t0) -> np.ndarray:
     for tr, dv in zip(trackers, div, strict=True):
         tr.s["diverged_at"] = int(dv) if dv >= 0 else None
     writer.write(records)
-    summary["seeds"] = [tr.summary() for tr in trackers]
-    summary["aggregate"] = aggregate(summary["seeds"], ci=False)
-    summary["wall_time"] = round(wall, 3)
-    writer.summary(dict(summary))
+    if summary_due:
+        summary["seeds"] = [tr.summary() for tr in trackers]
+        summary["aggregate"] = aggregate(summary["seeds"], ci=False)
+        summary["wall_time"] = round(wall, 3)
+        writer.summary(dict(summary))
     post = {"loss": f"{np.nanmean(m['train/loss']):.3g}"}
     accs = [tr.s["final_eval_acc"] for tr in trackers if tr.s["final_eval_acc"] is not None]
     if accs:
