@@ -29,6 +29,18 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def final_records(tmp_path: Path, name: str, activations: tuple[str, ...], steps: int,
+                  seeds: int = 2) -> dict[str, list[dict]]:
+    """Train the study's MLP for each activation option; each run's records at `steps`."""
+    out = {}
+    for act in activations:
+        cfg = study(name, f"activation={act}", "model=mlp", f"train.steps={steps}",
+                    f"train.seeds={seeds}", f"train.eval_every={steps}")
+        train.run(cfg, tmp_path / act)
+        out[act] = [r for r in records(tmp_path / act) if r["step"] == steps]
+    return out
+
+
 def test_every_study_has_a_readme_with_its_command_and_a_config_that_composes():
     for d in sorted(p for p in STUDIES.iterdir() if p.is_dir()):
         first = (d / "study.yaml").read_text().splitlines()[0]
@@ -144,12 +156,8 @@ def test_output_heads_softmax_sums_to_one_one_vs_all_does_not(tmp_path):
 
 
 def test_gelu_variants_train_alike_and_swish_beta_is_learned(tmp_path):
-    final = {}
-    for act in ("gelu_exact", "gelu_tanh", "swish_learnable"):
-        cfg = study("gelu_vs_swish", f"activation={act}", "model=mlp", "train.steps=300",
-                    "train.seeds=2", "train.eval_every=300")
-        train.run(cfg, tmp_path / act)
-        final[act] = [r for r in records(tmp_path / act) if r["step"] == 300]
+    final = final_records(tmp_path, "gelu_vs_swish", ("gelu_exact", "gelu_tanh",
+                                                      "swish_learnable"), 300)
     # the two GELUs differ by < 1e-3 pointwise: the same seeds end within a whisker
     for a, b in zip(final["gelu_exact"], final["gelu_tanh"], strict=True):
         assert a["seed"] == b["seed"]
@@ -162,13 +170,8 @@ def test_gelu_variants_train_alike_and_swish_beta_is_learned(tmp_path):
 
 
 def test_activation_zoo_linear_network_stays_near_logistic_regression(tmp_path):
-    acc = {}
-    for act in ("identity", "relu", "hard_sigmoid"):
-        cfg = study("activation_zoo", f"activation={act}", "model=mlp", "train.steps=1500",
-                    "train.seeds=2", "train.eval_every=1500")
-        train.run(cfg, tmp_path / act)
-        acc[act] = np.array([r["eval/acc"] for r in records(tmp_path / act)
-                             if r["step"] == 1500])
+    final = final_records(tmp_path, "activation_zoo", ("identity", "relu", "hard_sigmoid"), 1500)
+    acc = {act: np.array([r["eval/acc"] for r in rs]) for act, rs in final.items()}
     # a linear MLP is a linear classifier: MNIST-1D's ~32% for logistic regression
     assert (acc["identity"] < 0.4).all()
     assert (acc["relu"] > acc["identity"] + 0.15).all()
