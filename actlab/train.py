@@ -768,7 +768,9 @@ def _emit(pending, writer, trackers, members, bar, summary, t0,
         summary["aggregate"] = aggregate(summary["seeds"], ci=False)
         summary["wall_time"] = round(wall, 3)
         writer.summary(dict(summary))
-    post = {"loss": f"{np.nanmean(m['train/loss']):.3g}"}
+    losses = np.asarray(m["train/loss"], dtype=float)
+    finite = losses[np.isfinite(losses)]
+    post = {"loss": f"{finite.mean():.3g}" if finite.size else "diverged"}
     accs = [tr.s["final_eval_acc"] for tr in trackers if tr.s["final_eval_acc"] is not None]
     if accs:
         post["eval_acc"] = f"{np.mean(accs):.3f}"
