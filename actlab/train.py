@@ -682,6 +682,14 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
                    desc=f"{label}{config.model.name} {config.activation.name} "
                         f"d{config.model.depth}")
         pending, last_summary = None, -math.inf
+
+        def emit(p, running=True):  # the running summary.json: at most every SUMMARY_INTERVAL
+            nonlocal last_summary
+            due = running and time.perf_counter() - last_summary >= SUMMARY_INTERVAL
+            if due:
+                last_summary = time.perf_counter()
+            return _emit(p, writer, trackers, members, bar, summary, t0, due)
+
         last_div = np.asarray(jax.device_get(state.diverged_at))
         every = {"eval": tc.eval_every,
                  **{k: p.every for k, p in config.probes.active.items()}}
@@ -697,7 +705,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
                     tc.checkpoint_every, j):
                 # records of every step before t reach the disk before the checkpoint of t
                 if pending is not None:
-                    last_div = _emit(pending, writer, trackers, members, bar, summary, t0)
+                    last_div = emit(pending)
                     pending = None
                 writer.flush()
                 ckpt.save(t, state)
@@ -705,12 +713,9 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
             on = {k: due(e, j) for k, e in every.items()}
             state, m = chunk(state, d, n_plain, not final, on)
             if pending is not None:
-                due_s = time.perf_counter() - last_summary >= SUMMARY_INTERVAL
-                last_div = _emit(pending, writer, trackers, members, bar, summary, t0, due_s)
-                if due_s:
-                    last_summary = time.perf_counter()
+                last_div = emit(pending)
             pending = (t, m, on, (0 if final else n_plain + 1))
-        last_div = _emit(pending, writer, trackers, members, bar, summary, t0)
+        last_div = emit(pending, running=False)  # the final summary is written below
         bar.close()
         summary["train_seconds"] = round(time.perf_counter() - t_train, 4)  # after compiling
         if ckpt is not None:
@@ -746,7 +751,7 @@ def _replay_records(run_dir: Path, start: int, members: list[dict[str, Any]],
 
 
 def _emit(pending, writer, trackers, members, bar, summary, t0,
-          summary_due: bool = True) -> np.ndarray:
+          summary_due: bool) -> np.ndarray:
     """Fetch one chunk's metrics, write its records, update trackers and the bar.
 
     The running summary.json is rewritten only when `summary_due` (the driver asks

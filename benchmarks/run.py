@@ -255,7 +255,7 @@ def measured_step_cost(cfg: Config) -> str:
     probe = min(timeit.repeat(lambda: jax.block_until_ready(
         fwd(st.params, st.model_state, d["x_probe"])), number=1, repeat=50))
     return (f"instrumented step = N plain steps: {', '.join(out)}; the probe forward alone "
-            f"(512 examples) = {probe / plain:.1f}")
+            f"({d['x_probe'].shape[0]} examples) = {probe / plain:.1f}")
 
 
 def fig2(q: bool) -> Row:

@@ -133,11 +133,15 @@ def per_run_cost(summ: pd.DataFrame) -> pd.Series:
     return summ["run"].map(ms)
 
 
+def at_last_step(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each run's last logged step."""
+    return df[df["step"] == df.groupby("run")["step"].transform("max")]
+
+
 def final_layer_means(sweep: Path, metrics: tuple[str, ...]) -> pd.DataFrame:
     """Each member's last record of each metric, averaged over hidden layers: (run, seed) rows."""
     df = analysis.load_sweep(sweep)
-    sel = df[df["metric"].isin(metrics) & df["layer"].notna()]
-    sel = sel[sel["step"] == sel.groupby("run")["step"].transform("max")]
+    sel = at_last_step(df[df["metric"].isin(metrics) & df["layer"].notna()])
     return sel.groupby(["run", "seed", "metric"])["value"].mean().unstack("metric").reset_index()
 
 
@@ -195,8 +199,11 @@ def forest_plot(panels, path: Path) -> None:
     plt.close(fig)
 
 
-def function_cost(labels: dict[str, tuple[str, dict]], n: int = 1 << 18, reps: int = 64,
-                  rounds: int = 5) -> pd.DataFrame:
+COST_ELEMENTS, COST_REPS, COST_ROUNDS = 1 << 18, 64, 5
+
+
+def function_cost(labels: dict[str, tuple[str, dict]], n: int = COST_ELEMENTS,
+                  reps: int = COST_REPS, rounds: int = COST_ROUNDS) -> pd.DataFrame:
     """Nanoseconds per element of each activation alone: forward, forward + backward (jit).
 
     Each timed program applies the function ``reps`` times to a cache-sized array inside one
@@ -250,8 +257,7 @@ def gelu_swish_table(sweep: Path) -> str:
     summ = analysis.summaries(sweep)
     summ["ms_per_step"] = per_run_cost(summ)
     df = analysis.load_sweep(sweep)
-    beta = df[df["metric"].str.startswith("swish_beta")]
-    beta = beta[beta["step"] == beta.groupby("run")["step"].transform("max")]
+    beta = at_last_step(df[df["metric"].str.startswith("swish_beta")])
     beta = beta.groupby("run")["value"].agg(["min", "max"])
     rows = []
     for (model, act), g in summ.groupby(["model", "activation"]):
@@ -270,8 +276,9 @@ def gelu_swish_table(sweep: Path) -> str:
                           "relu (reference)": ("relu", {})})
     cost.index.name = "function"
     return (md(pd.DataFrame(rows).set_index(["model", "activation"])) + "\n\nEach function "
-            "alone, applied 64 times to 256K float32 elements in one jitted loop (best over 5 "
-            "interleaved rounds, this CPU):\n\n" + md(cost))
+            f"alone, applied {COST_REPS} times to {COST_ELEMENTS >> 10}K float32 elements in "
+            f"one jitted loop (best over {COST_ROUNDS} interleaved rounds, this CPU):\n\n"
+            + md(cost))
 
 
 def heads_table(sweep: Path) -> str:

@@ -30,12 +30,12 @@ def records(run_dir: Path) -> list[dict]:
 
 
 def final_records(tmp_path: Path, name: str, activations: tuple[str, ...], steps: int,
-                  seeds: int = 2) -> dict[str, list[dict]]:
-    """Train the study's MLP for each activation option; each run's records at `steps`."""
+                  *overrides: str) -> dict[str, list[dict]]:
+    """Train the study for each activation option (2 seeds); each run's records at `steps`."""
     out = {}
     for act in activations:
-        cfg = study(name, f"activation={act}", "model=mlp", f"train.steps={steps}",
-                    f"train.seeds={seeds}", f"train.eval_every={steps}")
+        cfg = study(name, f"activation={act}", f"train.steps={steps}", "train.seeds=2",
+                    f"train.eval_every={steps}", *overrides)
         train.run(cfg, tmp_path / act)
         out[act] = [r for r in records(tmp_path / act) if r["step"] == steps]
     return out
@@ -125,14 +125,9 @@ def test_recommender_gelu_learns_the_ratings_tanh_barely(tmp_path):
 
     ds = data.load("ratings")
     base = float(np.sqrt(np.mean((ds.y_test - ds.y_train.mean()) ** 2)) * ds.meta["scale"])
-    rmse = {}
-    for act in ("gelu", "tanh"):
-        cfg = study("recommender", f"activation={act}", "train.steps=1000", "train.seeds=2",
-                    "train.eval_every=1000")
-        train.run(cfg, tmp_path / act)
-        last = [r["eval/rmse"] for r in records(tmp_path / act) if r["step"] == 1000]
-        assert len(last) == 2
-        rmse[act] = np.array(last)
+    final = final_records(tmp_path, "recommender", ("gelu", "tanh"), 1000)
+    assert all(len(rs) == 2 for rs in final.values())
+    rmse = {act: np.array([r["eval/rmse"] for r in rs]) for act, rs in final.items()}
     assert (rmse["gelu"] < 0.8 * base).all()  # well below predicting the mean rating
     assert (rmse["tanh"] > rmse["gelu"] + 0.1).all()  # no even part: products come hard
 
@@ -157,7 +152,7 @@ def test_output_heads_softmax_sums_to_one_one_vs_all_does_not(tmp_path):
 
 def test_gelu_variants_train_alike_and_swish_beta_is_learned(tmp_path):
     final = final_records(tmp_path, "gelu_vs_swish", ("gelu_exact", "gelu_tanh",
-                                                      "swish_learnable"), 300)
+                                                      "swish_learnable"), 300, "model=mlp")
     # the two GELUs differ by < 1e-3 pointwise: the same seeds end within a whisker
     for a, b in zip(final["gelu_exact"], final["gelu_tanh"], strict=True):
         assert a["seed"] == b["seed"]
@@ -170,7 +165,8 @@ def test_gelu_variants_train_alike_and_swish_beta_is_learned(tmp_path):
 
 
 def test_activation_zoo_linear_network_stays_near_logistic_regression(tmp_path):
-    final = final_records(tmp_path, "activation_zoo", ("identity", "relu", "hard_sigmoid"), 1500)
+    final = final_records(tmp_path, "activation_zoo", ("identity", "relu", "hard_sigmoid"), 1500,
+                          "model=mlp")
     acc = {act: np.array([r["eval/acc"] for r in rs]) for act, rs in final.items()}
     # a linear MLP is a linear classifier: MNIST-1D's ~32% for logistic regression
     assert (acc["identity"] < 0.4).all()
