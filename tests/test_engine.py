@@ -113,6 +113,17 @@ def test_some_members_diverge_the_others_finish(tmp_path):
     for m in s["seeds"]:
         assert steps[m["seed"]] == (100 if m["diverged_at"] is None else
                                     max(r for r in (0, 50) if r <= m["diverged_at"]))
+    # a diverged member's parameters stay exactly where its loss first went non-finite,
+    # while the members that did not diverge keep moving
+    at = sorted({m["diverged_at"] for m in diverged})
+    _, snaps = train.replay(cfg, [*at, 99, 100])
+    for i, m in enumerate(s["seeds"]):
+        start = snaps[m["diverged_at"]] if m["diverged_at"] is not None else snaps[99]
+        pairs = zip(jax.tree.leaves(start["params"]), jax.tree.leaves(snaps[100]["params"]),
+                    strict=True)
+        same = all(np.array_equal(np.asarray(a)[i], np.asarray(b)[i], equal_nan=True)
+                   for a, b in pairs)
+        assert same == (m["diverged_at"] is not None), m
 
 
 @pytest.mark.parametrize("act,params,key", [("prelu", {}, "prelu_alpha"),
