@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from actlab.logging import read_metrics
+from actlab.files import atomic_write, read_metrics
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -205,9 +205,7 @@ def write_sweep_summary(sweep_dir: str | os.PathLike) -> Path:
                   {p.parent.parent for p in root.rglob(".hydra/config.yaml")}, key=_natural)
     df = _summary_rows([d for d in dirs if d != root], failed_rows=True)
     out = root / SWEEP_SUMMARY
-    tmp = out.with_name(f".{SWEEP_SUMMARY}.{os.getpid()}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    atomic_write(out, lambda f: df.to_csv(f, index=False), sync=False)
     return out
 
 

@@ -82,7 +82,7 @@ def run_job(cfg: dict, run_dir: Path, label: str = "", multirun: bool = False) -
         if not multirun:
             _fail(msg)
         print(f"actlab-train: error: {msg}", file=sys.stderr, flush=True)
-        from actlab.logging import SUMMARY_FILE, write_json_atomic
+        from actlab.files import SUMMARY_FILE, write_json_atomic
 
         try:
             write_json_atomic(run_dir / SUMMARY_FILE, {"config": cfg, "status": "failed",

@@ -32,8 +32,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from actlab import activations, data, metrics, models, probes
-from actlab import logging as log_lib
+from actlab import activations, data, files, metrics, models, probes, writers
 from actlab.config import Config, OptimizerConfig, Target
 
 
@@ -558,7 +557,7 @@ def to_records(m: dict[str, np.ndarray], step: int, wall: float,
     for i, member in enumerate(members):
         if 0 <= div[i] < step:
             continue
-        r: dict[str, Any] = {"step": step, **log_lib.clean(member), "wall_time": round(wall, 4),
+        r: dict[str, Any] = {"step": step, **files.clean(member), "wall_time": round(wall, 4),
                              "member": i}
         r.update(zip(names, (x if math.isfinite(x) else None for x in table[i]), strict=True))
         records.append(r)
@@ -580,7 +579,7 @@ class RunDirError(RuntimeError):
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     """A resolved config without the keys that may change between a run and its resumption."""
-    out = json.loads(json.dumps(log_lib.clean(cfg)))
+    out = json.loads(json.dumps(files.clean(cfg)))
     for key in ("resume", "checkpoint_every", "checkpoint_keep"):
         out.get("train", {}).pop(key, None)
     out.pop("logger", None)
@@ -605,7 +604,7 @@ def _prepare_dir(config: Config, run_dir: Path) -> tuple[str, int | None]:
         raise RunDirError(f"cannot write to run directory {run_dir}: {e.strerror}; choose "
                           f"another with hydra.run.dir=... (or hydra.sweep.dir=...)") from None
     resume = config.train.resume
-    summary_path = run_dir / log_lib.SUMMARY_FILE
+    summary_path = run_dir / files.SUMMARY_FILE
     old = None
     if summary_path.exists():
         try:
@@ -623,13 +622,13 @@ def _prepare_dir(config: Config, run_dir: Path) -> tuple[str, int | None]:
         return "resume", step
     if resume is True:
         print(f"train.resume=true but {run_dir} has no checkpoint: starting fresh", flush=True)
-    (run_dir / log_lib.METRICS_FILE).unlink(missing_ok=True)
+    (run_dir / files.METRICS_FILE).unlink(missing_ok=True)
     shutil.rmtree(run_dir / checkpoint.CHECKPOINT_DIR, ignore_errors=True)
     return "fresh", None
 
 
 def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None,
-        sinks: list[log_lib.Sink] | None = None, label: str = "") -> dict[str, Any]:
+        sinks: list[writers.Writer] | None = None, label: str = "") -> dict[str, Any]:
     """Train every member of `config`, writing records and summaries into `run_dir`.
 
     With checkpoints on, a killed run continues from its latest checkpoint when
@@ -644,7 +643,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     tc = config.train
     mode, start = _prepare_dir(config, run_dir)
     if mode == "done":
-        summary = json.loads((run_dir / log_lib.SUMMARY_FILE).read_text())
+        summary = json.loads((run_dir / files.SUMMARY_FILE).read_text())
         print(f"{run_dir}: already {summary['status']}, skipped", flush=True)
         return summary
     exp = build(config)
@@ -664,9 +663,8 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         print(f"resuming {run_dir} from step {start}", flush=True)
     context = {"options": config.logger.wandb, "config": config.to_dict(), "members": members,
                "group": run_group(config)}
-    writer = log_lib.Writer(sinks if sinks is not None else
-                            [log_lib.make_sink(s, run_dir, **context)
-                             for s in config.logger.sinks])
+    writer = (writers.AsyncWriter(writers.MultiWriter(sinks)) if sinks is not None else
+              writers.make_writer(config.logger.sinks, run_dir, **context))
     state, d, summary["devices"] = shard_members(state, d)
     try:
         t_compile = time.perf_counter()
@@ -728,8 +726,8 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         summary["seeds"] = [tr.summary() for tr in trackers]
         summary["aggregate"] = aggregate(summary["seeds"])
         summary["wall_time"] = round(time.perf_counter() - t0, 3)
-        writer.summary(summary)
-        writer.close()
+        writer.write_summary(summary, final=True)
+        writer.close(failed=summary["status"] == "failed")
         if ckpt is not None:
             ckpt.close()
     return summary
@@ -738,15 +736,15 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
 def _replay_records(run_dir: Path, start: int, members: list[dict[str, Any]],
                     trackers: list[Tracker]) -> list[dict[str, Any]]:
     """Keep the records before `start`, feed them to the trackers, rewrite metrics.jsonl."""
-    path = run_dir / log_lib.METRICS_FILE
-    records, _ = log_lib.read_metrics(path)
+    path = run_dir / files.METRICS_FILE
+    records, _ = files.read_metrics(path)
     kept = [r for r in records if r["step"] < start]
     index = {tuple(m.items()): i for i, m in enumerate(members)}
     for r in kept:
         i = index.get(tuple((k, r.get(k)) for k in members[0]))
         if i is not None:
             trackers[i].update(dict(r))
-    log_lib.rewrite_metrics(path, kept)
+    files.rewrite_metrics(path, kept)
     return kept
 
 
@@ -767,12 +765,12 @@ def _emit(pending, writer, trackers, members, bar, summary, t0,
         trackers[r["member"]].update(r)
     for tr, dv in zip(trackers, div, strict=True):
         tr.s["diverged_at"] = int(dv) if dv >= 0 else None
-    writer.write(records)
+    writer.write_records(records)
     if summary_due:
         summary["seeds"] = [tr.summary() for tr in trackers]
         summary["aggregate"] = aggregate(summary["seeds"], ci=False)
         summary["wall_time"] = round(wall, 3)
-        writer.summary(dict(summary))
+        writer.write_summary(dict(summary))
     losses = np.asarray(m["train/loss"], dtype=float)
     finite = losses[np.isfinite(losses)]
     post = {"loss": f"{finite.mean():.3g}" if finite.size else "diverged"}

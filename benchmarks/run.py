@@ -31,8 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from actlab import data, train  # noqa: E402
-from actlab import logging as log_lib  # noqa: E402
+from actlab import data, train, writers  # noqa: E402
 from actlab.config import Config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -186,20 +185,14 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
-class RssSink:
+class RssSink(writers.NullWriter):
     """Samples this process's resident memory at every log step."""
 
     def __init__(self):
         self.samples: list[float] = []
 
-    def write(self, records):
+    def write_records(self, records):
         self.samples.append(rss_mb())
-
-    def summary(self, summary):
-        pass
-
-    def close(self):
-        pass
 
 
 # --------------------------------------------------------------------------- #
@@ -397,7 +390,7 @@ def fig8(q: bool) -> Row:
     sink = RssSink()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config(train={"steps": steps, "log_every": 50})
-        train.run(cfg, tmp, progress=False, sinks=[log_lib.LocalSink(tmp), sink])
+        train.run(cfg, tmp, progress=False, sinks=[writers.LocalWriter(tmp), sink])
     s = sink.samples
     growth = s[-1] - s[len(s) // 5]
     return Row("8 memory: default run peak RSS; growth over a long run (20%..100%)",

@@ -17,7 +17,7 @@ import yaml
 
 from actlab import checkpoint, train
 from actlab.config import Config
-from actlab.logging import read_metrics
+from actlab.files import read_metrics
 from conftest import make_config
 from test_cli import EXE, cli
 
