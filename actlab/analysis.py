@@ -215,20 +215,6 @@ def wide(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return sel.pivot_table(index=["run", "seed", "step"], columns="layer", values="value")
 
 
-def bootstrap_ci(values: Iterable[float], level: float = 0.95, n: int = 2000,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
-    if len(v) == 0:
-        return (np.nan, np.nan)
-    if len(v) == 1:
-        return (float(v[0]), float(v[0]))
-    rng = np.random.default_rng(seed)
-    means = rng.choice(v, (n, len(v)), replace=True).mean(1)
-    a = (1 - level) / 2
-    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
-
-
 def comparison_table(paths: Paths, df: pd.DataFrame | None = None) -> pd.DataFrame:
     """activation x depth: final acc, steps_to_target, dead_frac, first/last grad-norm ratio."""
     summ = summaries(paths)

@@ -2,17 +2,25 @@
 
 actlab-train          Hydra app: compose configs/, validate, train, print the run dir.
 actlab-activations    table of the registry (and a grid of phi, phi' with --plot).
+actlab-report         figures and report.html for a run or sweep directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import itertools
 import logging
 import os
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 GROUPS = ("activation", "model", "dataset", "optimizer", "init", "logger")
+OPEN = ("train.vmap",)  # sections whose keys the user adds (actlab.config names the valid ones)
+SKIP = ("hydra", "experiment", "defaults")  # top-level keys of config files that are no settings
+MAX_COMBOS = 16  # group combinations composed for a sweep; past that, one group at a time
 
 
 def config_dir() -> Path:
@@ -22,6 +30,12 @@ def config_dir() -> Path:
         if (cand / "config.yaml").is_file():
             return cand
     raise FileNotFoundError("actlab's configs/ directory is missing from the installation")
+
+
+def readme() -> str:
+    """Where the documentation is: README.md of the source checkout, if this is one."""
+    path = Path(__file__).resolve().parent.parent / "README.md"
+    return str(path) if path.is_file() else "README.md of the actlab source distribution"
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -35,7 +49,7 @@ def check_group_choices(argv: list[str], cfg_dir: Path | None = None) -> None:
     for arg in argv:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+~")
-        if not sep or key not in GROUPS or "(" in value or "*" in value:
+        if not sep or key not in GROUPS or any(c in value for c in "(*{"):
             continue
         options = sorted(p.stem for p in (cfg_dir / key).glob("*.yaml"))
         for v in value.split(","):
@@ -59,6 +73,331 @@ def check_output_dir(argv: list[str]) -> None:
         _fail(f"cannot create the output directory {target}: {p} is "
               f"{'not a directory' if not p.is_dir() else 'not writable'}; choose another "
               f"with {key}=...")
+
+
+# --------------------------------------------------------------------------- #
+# Unknown keys: checked against the composed config before Hydra runs.
+
+def _has(tree: Any, parts: list[str]) -> bool:
+    for p in parts:
+        if isinstance(tree, dict) and p in tree:
+            tree = tree[p]
+        elif isinstance(tree, list) and p.isdigit() and int(p) < len(tree):
+            tree = tree[int(p)]
+        else:
+            return False
+    return True
+
+
+def _leaves(tree: Any, prefix: str = "") -> list[str]:
+    if not isinstance(tree, dict) or not tree:
+        return [prefix[:-1]] if prefix else []
+    return [leaf for k, v in tree.items() for leaf in _leaves(v, f"{prefix}{k}.")]
+
+
+def _fixes(tree: Any, parts: list[str]) -> list[list[str]]:
+    """The valid key paths closest to `parts`, matched component by component."""
+    if not parts:
+        return [[]]
+    if not isinstance(tree, dict):
+        return []
+    heads = [parts[0]] if parts[0] in tree else difflib.get_close_matches(
+        parts[0], [str(k) for k in tree], n=3, cutoff=0.7)
+    return [[h, *tail] for h in heads for tail in _fixes(tree[h], parts[1:])][:3]
+
+
+def unknown_key(tree: dict, key: str, where: str = "") -> str:
+    """One line on `key` missing from `tree`: the closest valid keys, else the section's keys."""
+    parts = key.split(".")
+    fixes = [".".join(f) for f in _fixes(tree, parts)]
+    if not fixes:  # misplaced (model.lr, hessian.every) rather than misspelled
+        same = [p for p in _leaves(tree) if p.rsplit(".", 1)[-1] == parts[-1]]
+        fixes = sorted(same, key=lambda p: -difflib.SequenceMatcher(None, key, p).ratio())[:3]
+    msg = f"unknown key {key}{where}"
+    if fixes:
+        return f"{msg}; did you mean {' or '.join(fixes)}?"
+    node, i = tree, 0
+    while i < len(parts) - 1 and isinstance(node.get(parts[i]), dict):
+        node, i = node[parts[i]], i + 1
+    if i < len(parts) - 1 and parts[i] in node:
+        return f"{msg}; {'.'.join(parts[:i + 1])} is a value, not a section"
+    section = f"keys of {'.'.join(parts[:i])}" if i else "top-level keys"
+    return f"{msg}; valid {section}: {', '.join(sorted(map(str, node)))}"
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+class _Search:
+    """The config directories Hydra searches (configs/, --config-dir, hydra.searchpath)."""
+
+    def __init__(self, cfg_dir: Path, extra: list[Path], other: list[str]):
+        self.dirs = [cfg_dir, *extra]
+        self.other = [repr(s) for s in other]  # pkg:// and other non-file entries
+
+    def home(self, name: str) -> Path | None:
+        """The directory holding the primary config `name`, searched in Hydra's order."""
+        return next((d for d in self.dirs if (d / f"{name}.yaml").is_file()), None)
+
+    def is_group(self, key: str) -> bool:
+        return key.startswith("hydra/") or any((d / key).is_dir() for d in self.dirs)
+
+    def options(self, group: str) -> list[str]:
+        return sorted({p.stem for d in self.dirs for p in (d / group).glob("*.yaml")})
+
+    def file(self, name: str) -> Path | None:
+        return next((d / f"{name}.yaml" for d in self.dirs if (d / f"{name}.yaml").is_file()),
+                    None)
+
+    def patch(self, name: str, package: str) -> tuple[Path, dict] | None:
+        """A config file's settings as Hydra places them (its `# @package` or `package`)."""
+        import yaml
+
+        path = self.file(name)
+        if path is None:
+            return None
+        text = path.read_text()
+        m = re.search(r"^#\s*@package\s+(\S+)", text, re.MULTILINE)
+        package = m.group(1) if m else package
+        package = {"_global_": "", "_group_": name.rpartition("/")[0].replace("/", ".")}.get(
+            package, package)
+        tree = yaml.safe_load(text) or {}
+        tree = {k: v for k, v in tree.items() if k not in SKIP} if isinstance(tree, dict) else {}
+        for part in reversed([p for p in package.split(".") if p]):
+            tree = {part: tree}
+        return path, tree
+
+
+def _composition_error(err: Exception, search: _Search) -> str | None:
+    """One line for a config file Hydra cannot compose, or None when it is something else."""
+    from hydra.errors import MissingConfigException
+    from omegaconf import OmegaConf
+
+    m = re.match(r"In '([^']+)'", str(err))
+    path = search.file(m.group(1)) if m else None
+    where = f" in {_shown(path)}" if path else ""
+    if isinstance(err, MissingConfigException):
+        if not err.missing_cfg_file or err.options is None:
+            return None
+        group, _, name = err.missing_cfg_file.rpartition("/")
+        return f"unknown {group} '{name}'{where}; choose from: {', '.join(err.options)}"
+    cause = err.__cause__ or err.__context__
+    key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
+    if not key or not OmegaConf.is_dict(parent) or "not in" not in str(cause):
+        return None
+    tree: dict = {str(k): None for k in parent.keys()}
+    for part in reversed(key.split(".")[:-1]):
+        tree = {part: tree}
+    return unknown_key(tree, key, where)
+
+
+def check_keys(argv: list[str], cfg_dir: Path | None = None) -> list[str]:
+    """Reject unknown config keys in one line (exit code 2) before Hydra runs.
+
+    The key=value overrides of the command line and of the sweeper's params, and the
+    settings of a study or appended (`+experiment=...`) config, are checked against the
+    config composed with the group choices only: for a sweep, each combination of the
+    swept groups those keys live in. `+key`, `++key` and `hydra.*` stay Hydra's. Returns
+    argv with missing `train.vmap.*` keys made explicit appends (`++`), as Hydra needs.
+    """
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg_dir = cfg_dir or config_dir()
+    args = get_args_parser().parse_args(argv)
+    if args.hydra_help or args.info or args.shell_completion or args.config_path \
+            or args.experimental_rerun:
+        return argv
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(args.overrides)
+    except Exception:
+        return argv  # Hydra words its own syntax errors
+    if not args.multirun and any(ov.is_sweep_override() for ov in parsed):
+        return argv
+    searchpath = [str(v) for ov in parsed if ov.key_or_group == "hydra.searchpath"
+                  for v in (ov.value() if isinstance(ov.value(), list) else [])]
+    extra = [Path(args.config_dir).absolute()] if args.config_dir else []
+    search = _Search(cfg_dir, extra + [Path(s[7:]) for s in searchpath if s.startswith("file://")],
+                     [s for s in searchpath if not s.startswith("file://")])
+    name = args.config_name or "config"
+    hydra_lines: list[str] = []
+    groups: dict[str, list[str]] = {}  # override key (with its +/~) -> one override line per value
+    keys: list[tuple[Any, str]] = []  # (override, where it comes from: "" for the command line)
+    patches: list[tuple[Path, dict]] = []
+
+    def add(ov: Any, where: str = "") -> None:
+        group, element = ov.key_or_group, ov.get_key_element()
+        if ov.is_hydra_override():
+            if not where and group.startswith("hydra/"):
+                hydra_lines.append(ov.input_line)
+        elif not search.is_group(group) or isinstance(ov.value(), dict):
+            if not where or not any(o.key_or_group == group for o, w in keys if not w):
+                keys.append((ov, where))  # the command line beats the sweeper's params
+        elif element not in groups and (not ov.is_sweep_override() or ov.is_discrete_sweep()):
+            values = [ov.value()]
+            if ov.is_sweep_override():
+                values = (ov.value().filter(search.options(group)) if ov.value_type.name ==
+                          "GLOB_CHOICE_SWEEP" else list(ov.sweep_string_iterator()))
+            for v in values:
+                if isinstance(v, str) and v not in search.options(group):
+                    _fail(f"unknown {group} '{v}'{where}; choose from: "
+                          f"{', '.join(search.options(group))}")
+            groups[element] = ([f"{element}={v}" for v in values] if ov.is_sweep_override()
+                               else [ov.input_line])
+            patches.extend(search.patch(f"{group}/{v}", group.replace("/", "."))
+                           for v in values if ov.is_add() and isinstance(v, str))
+
+    for ov in parsed:
+        add(ov)
+    if name != "config":
+        patches.append(search.patch(name, ""))
+    patches = [p for p in patches if p is not None]
+    home = search.home(name)
+    if (not keys and not patches) or home is None:
+        return argv  # nothing to check, or a missing config Hydra names itself
+    rewrite: set[str] = set()
+    choice_sets: list[dict[str, str]] = []
+    try:
+        with _Composer(search, home) as compose:
+            first = compose(name, [lines[0] for lines in groups.values()] + hydra_lines)
+            where = f" in {_shown(home / f'{name}.yaml')} (hydra.sweeper.params)"
+            params = first.hydra.sweeper.get("params") if args.multirun else None
+            for k, v in (params or {}).items():
+                add(parser.parse_override(f"{k}={v}"), where)
+            sections = {ov.key_or_group.split(".")[0] for ov, _ in keys}
+            sections |= {k for _, tree in patches for k in tree}
+            for combo in _combos(groups, sections):
+                cfg = compose(name, combo + hydra_lines)
+                choices = dict(cfg.hydra.runtime.choices)
+                tree, added = _tree(cfg), []
+                for ov, src in keys:
+                    if _check_override(ov, tree, src + _context(ov.key_or_group, choices),
+                                       added) and not src:
+                        rewrite.add(ov.input_line)
+                choice_sets.append({g: choices[g] for g in GROUPS if choices.get(g)})
+        if patches:
+            _check_patches(patches, choice_sets, search)
+    except _Unchecked:
+        return argv
+    return [f"++{a}" if a in rewrite else a for a in argv]
+
+
+def _context(key: str, choices: dict) -> str:
+    """` for model=cnn` when the key is in a group option's section (the option has the keys)."""
+    group = key.lstrip("+~").split(".")[0]
+    return f" for {group}={choices[group]}" if group in GROUPS and choices.get(group) else ""
+
+
+def _tree(cfg: Any) -> dict:
+    """A composed config as plain dicts and lists (interpolations unresolved), hydra left out."""
+    from omegaconf import OmegaConf
+
+    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+
+
+class _Unchecked(Exception):
+    """A composition the checks do not understand: Hydra reports it in its own words."""
+
+
+class _Composer:
+    """Hydra's compose API over the search path, with `home` holding the primary config."""
+
+    def __init__(self, search: _Search, home: Path):
+        from hydra import initialize_config_dir
+
+        paths = [f"'file://{d}'" for d in search.dirs if d != home] + search.other
+        self.searchpath = [f"hydra.searchpath=[{','.join(paths)}]"]
+        self.search, self.cache = search, {}
+        self.context = initialize_config_dir(config_dir=str(home), version_base="1.3",
+                                             job_name="cli")
+
+    def __enter__(self):
+        self.context.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.context.__exit__(*exc)
+
+    def __call__(self, name: str, overrides: list[str]) -> Any:
+        from hydra import compose
+
+        key = (name, *overrides)
+        if key not in self.cache:
+            try:
+                self.cache[key] = compose(name, overrides + self.searchpath,
+                                          return_hydra_config=True)
+            except Exception as e:
+                msg = _composition_error(e, self.search)
+                if msg:
+                    _fail(msg)
+                raise _Unchecked from e
+        return self.cache[key]
+
+
+def _combos(groups: dict[str, list[str]], sections: set[str]) -> list[list[str]]:
+    """Group override lines to compose: the combinations of the swept groups that matter."""
+    keys, fixed = list(groups), [lines[0] for lines in groups.values()]
+    swept = [i for i, k in enumerate(keys) if len(groups[k]) > 1
+             and (k.startswith("+") or k.lstrip("~").split("@")[0] in sections)]
+    values = [groups[keys[i]] for i in swept]
+    if len(list(itertools.islice(itertools.product(*values), MAX_COMBOS + 1))) <= MAX_COMBOS:
+        picks = list(itertools.product(*values))
+    else:  # one group at a time, the others at their first value
+        picks = [tuple(v if j == i else vs[0] for j, vs in enumerate(values))
+                 for i, lines in enumerate(values) for v in lines]
+    return [[dict(zip(swept, p, strict=True)).get(i, line) for i, line in enumerate(fixed)]
+            for p in picks]
+
+
+def _check_override(ov: Any, tree: dict, where: str, added: list[str]) -> bool:
+    """Fail on an override whose key the config lacks; True for a key new to an open section."""
+    key = ov.key_or_group
+    if ov.is_add() or ov.is_force_add():
+        added.append(key)
+        return False
+    if any(key == a or key.startswith(f"{a}.") for a in added):
+        return False
+    value = ov.value()
+    for path in _leaves(value, f"{key}.") if isinstance(value, dict) and value else [key]:
+        if _has(tree, path.split(".")):
+            continue
+        if path.startswith(tuple(f"{o}." for o in OPEN)) and not ov.is_delete():
+            return True
+        _fail(unknown_key(tree, path, where))
+    return False
+
+
+def _check_patches(patches: list[tuple[Path, dict]], choice_sets: list[dict[str, str]],
+                   search: _Search) -> None:
+    """Fail on a setting of a study or appended config that its group options do not define.
+
+    A file may switch an option by name (`optimizer: {name: sgd}`): that option's keys count.
+    """
+    named = {g: tree[g]["name"] for _, tree in patches for g in GROUPS
+             if isinstance(tree.get(g), dict) and tree[g].get("name") in search.options(g)}
+    trees: dict[tuple, dict] = {}
+    with _Composer(search, search.dirs[0]) as compose:
+        def ref(choices: dict[str, str]) -> dict:
+            key = tuple(sorted(choices.items()))
+            if key not in trees:
+                trees[key] = _tree(compose("config", [f"{g}={c}" for g, c in key]))
+            return trees[key]
+
+        for choices in {tuple(sorted(c.items())): c for c in choice_sets}.values():
+            for path, patch in patches:
+                for key in _leaves(patch):
+                    parts, group = key.split("."), key.split(".")[0]
+                    if key.startswith(tuple(f"{o}." for o in OPEN)) or _has(ref(choices), parts):
+                        continue
+                    if group in named and _has(ref({**choices, group: named[group]}), parts):
+                        continue
+                    _fail(unknown_key(ref(choices), key,
+                                      f" in {_shown(path)}" + _context(key, choices)))
 
 
 class JobFailed(Exception):
@@ -158,10 +497,17 @@ def quote_targets(argv: list[str]) -> list[str]:
 
 def train_main() -> None:
     """actlab-train: Hydra app over configs/."""
+    from omegaconf import OmegaConf
+
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    sys.argv[1:] = quote_targets(sys.argv[1:])
-    check_group_choices(sys.argv[1:])
-    check_output_dir(sys.argv[1:])
+    argv = quote_targets(sys.argv[1:])
+    check_group_choices(argv)
+    check_output_dir(argv)
+    argv = check_keys(argv)
+    if {"--help", "-h"} & set(argv) and not any(a.startswith("hydra/help=") for a in argv):
+        argv.append("hydra/help=actlab")  # configs/hydra/help/actlab.yaml
+    OmegaConf.register_new_resolver("actlab.readme", readme, replace=True)
+    sys.argv[1:] = argv
     _hydra_app()()
 
 
@@ -169,7 +515,17 @@ def activations_main(argv: list[str] | None = None) -> None:
     """actlab-activations: print the registry as a table; --plot draws every phi and phi'."""
     from actlab import activations
 
-    p = argparse.ArgumentParser(prog="actlab-activations", description=activations_main.__doc__)
+    p = argparse.ArgumentParser(
+        prog="actlab-activations", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print actlab's activation registry as a table: each function's formula, "
+                    "output and derivative ranges, whether it is monotone, smooth, zero-centred, "
+                    "can die or saturates, and its parameters. With --plot, also draw every "
+                    "phi and phi' on one grid.",
+        epilog="examples:\n"
+               "  actlab-activations                   # the table\n"
+               "  actlab-activations --plot acts.png   # and the grid of phi, phi'\n"
+               "  actlab-train activation=gelu         # train with one of them\n\n"
+               f"documentation: {readme()}")
     p.add_argument("--plot", metavar="PNG", help="draw phi and phi' of every function to PNG")
     args = p.parse_args(argv)
     from rich.console import Console
@@ -208,7 +564,17 @@ def _yn(b: bool) -> str:
 
 def report_main(argv: list[str] | None = None) -> None:
     """actlab-report DIR: figures and a self-contained report.html in DIR/report/."""
-    p = argparse.ArgumentParser(prog="actlab-report", description=report_main.__doc__)
+    p = argparse.ArgumentParser(
+        prog="actlab-report", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Turn a run directory or a sweep (multirun) directory of actlab-train into "
+                    "figures and one self-contained HTML page, written to DIR/report/: a "
+                    "comparison table, per-layer gradient-norm profiles, dead and saturated "
+                    "fractions, learning curves and convergence speed.",
+        epilog="examples:\n"
+               "  actlab-train -m activation=relu,tanh model.depth=2,8 hydra.sweep.dir=multirun/d\n"
+               "  actlab-report multirun/d                  # -> multirun/d/report/report.html\n"
+               "  actlab-report outputs/DATE/TIME --no-replay   # one run, without retraining\n\n"
+               f"documentation: {readme()}")
     p.add_argument("dir", help="a run directory or a sweep (multirun) directory")
     p.add_argument("--no-replay", action="store_true",
                    help="skip figures that retrain runs (distributions, decision boundaries)")

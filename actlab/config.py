@@ -1,31 +1,128 @@
 """Typed, validated configuration: plain dataclasses, no Hydra.
 
-`Config.from_dict` takes the resolved mapping (from Hydra, a notebook or a test)
-and either returns a Config or raises ConfigError with a one-line message that
-names the key, the bad value and what is accepted.
+Every field declares its default, type and range once, in the dataclass (field
+metadata); one generic validator (`_section`) reads a mapping against them, so
+`Config.from_dict` either returns a Config or raises ConfigError with a one-line
+message naming the key, the bad value and what is accepted. The activation,
+model and dataset sections are checked by their registries (their defaults are
+the builders' signatures). `Config.to_dict` is the resolved configuration that
+summary.json stores: every default filled in.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from actlab import activations, data, init, models
+from actlab import activations, axes, data, init, models
+from actlab.metrics import FAMILIES as METRICS
 
 
 class ConfigError(ValueError):
     """A user error in the configuration (one line, no traceback needed)."""
 
 
+def field(default: Any = dataclasses.MISSING, *, lo: float | None = None,
+          hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
+          choices: tuple | Callable[[], Any] | None = None,
+          parse: Callable[[str, Any], Any] | None = None,
+          factory: Callable[[], Any] | None = None) -> Any:
+    """A config field: its default and the rule its values obey (range, choices, parser)."""
+    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices,
+            "parse": parse}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- #
+# Value rules
+
+def _int(key: str, v: Any, lo: float | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        else:
+            raise ConfigError(f"{key} must be an integer, got {v!r}")
+    if lo is not None and v < lo:
+        raise ConfigError(f"{key} must be >= {lo:g}, got {v}")
+    return v
+
+
+def _float(key: str, v: Any, lo: float | None = None, lo_open: bool = False,
+           hi: float | None = None, hi_open: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{key} must be a number, got {v!r}")
+    v = float(v)
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        raise ConfigError(f"{key} must be {'>' if lo_open else '>='} {lo:g}, got {v:g}")
+    if hi is not None and (v > hi or (hi_open and v == hi)):
+        raise ConfigError(f"{key} must be {'<' if hi_open else '<='} {hi:g}, got {v:g}")
+    return v
+
+
+def _choice(key: str, v: Any, options) -> Any:
+    options = list(options)
+    if v not in options:
+        raise ConfigError(f"unknown {key} '{v}'; choose from: {', '.join(map(str, options))}")
+    return v
+
+
+def _bool(key: str, v: Any) -> bool:
+    if isinstance(v, str) and v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key} must be true or false, got {v!r}")
+    return v
+
+
+def _no_extra(sec: str, given: Mapping[str, Any], known) -> None:
+    extra = sorted(set(given) - set(known))
+    if extra:
+        raise ConfigError(f"{sec} has no key {', '.join(extra)}; known: {', '.join(sorted(known))}")
+
+
+def _mapping(d: Mapping[str, Any], name: str) -> dict[str, Any]:
+    v = d.get(name) or {}
+    if not isinstance(v, Mapping):
+        raise ConfigError(f"'{name}' must be a mapping, got {v!r}")
+    return dict(v)
+
+
+def _value(key: str, f: dataclasses.Field, v: Any) -> Any:
+    """Validate one value against its field's declared type and rule."""
+    meta = f.metadata
+    if meta.get("parse"):
+        return meta["parse"](key, v)
+    choices = meta.get("choices")
+    if choices is not None:
+        return _choice(key, v, choices() if callable(choices) else choices)
+    if f.type in ("int", int):
+        return _int(key, v, meta.get("lo"))
+    if f.type in ("float", float):
+        return _float(key, v, meta.get("lo"), meta.get("lo_open"), meta.get("hi"),
+                      meta.get("hi_open"))
+    if f.type in ("bool", bool):
+        return _bool(key, v)
+    return v
+
+
+def _section(cls, name: str, given: Mapping[str, Any], **resolved: Any):
+    """An instance of dataclass `cls` from `given`: unknown keys refused, every field
+    validated by its rule, defaults from the class; `resolved` fields are set as given."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in resolved}
+    _no_extra(name, {k: v for k, v in given.items() if k not in resolved}, fields)
+    values = {k: _value(f"{name}.{k}", f, given[k]) for k, f in fields.items() if k in given}
+    return cls(**values, **resolved)
+
+
+# --------------------------------------------------------------------------- #
+# Parsers of the fields that need more than a range
+
 TARGET_KEYS = ("train/loss", "train/acc", "eval/loss", "eval/acc")
 _TARGET_RE = re.compile(r"^\s*([a-z]+/[a-z]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-OBJECTIVES = ("final_eval_acc", "best_eval_acc", "final_eval_loss", "final_train_loss",
-              "steps_to_target", "time_to_target", "loss_auc")
-METRICS = ("grad_norm", "weight_norm", "update_ratio", "delta_norm", "act_mean", "act_std",
-           "dead_frac", "sat_frac")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,18 +141,82 @@ class Target:
         return f"{self.key}{self.op}{self.value:g}"
 
 
+def parse_target(s: str | None, key: str = "train.target") -> Target | None:
+    """Parse 'eval/acc>=0.95' into a Target; None or '' means no target."""
+    if s is None or str(s).strip() in ("", "none", "null"):
+        return None
+    m = _TARGET_RE.match(str(s))
+    if not m or m.group(1) not in TARGET_KEYS:
+        raise ConfigError(
+            f"{key} '{s}' is not of the form KEY>=VALUE with KEY one of "
+            f"{', '.join(TARGET_KEYS)} (e.g. eval/acc>=0.95)")
+    return Target(m.group(1), m.group(2), float(m.group(3)))
+
+
+def _metrics(key: str, v: Any) -> tuple[str, ...]:
+    if v in ("all", None):
+        return METRICS
+    if v in ("none", ""):
+        return ()
+    if isinstance(v, str):
+        v = [v]
+    for m in v:
+        _choice(key, m, METRICS)
+    return tuple(m for m in METRICS if m in v)
+
+
+def _resume(key: str, v: Any) -> bool | str:
+    return v if v == "auto" else _bool(key, v)
+
+
+def _per_call(key: str, v: Any) -> int | str:
+    return v if v == "auto" else _int(key, v, lo=1)
+
+
+def _names(options: tuple[str, ...]) -> Callable[[str, Any], tuple[str, ...]]:
+    def parse(key: str, v: Any) -> tuple[str, ...]:
+        v = [v] if isinstance(v, str) else list(v)
+        return tuple(dict.fromkeys(_choice(key, s, options) for s in v))
+    return parse
+
+
+WANDB_KEYS = ("project", "entity", "group", "tags", "mode")
+WANDB_MODES = ("auto", "offline", "online", "disabled")
+
+
+def _wandb(key: str, v: Any) -> dict[str, Any]:
+    wb = dict(v or {})
+    _no_extra(key, wb, WANDB_KEYS)
+    _choice(f"{key}.mode", wb.get("mode", "auto"), WANDB_MODES)
+    if isinstance(wb.get("tags"), str):
+        wb["tags"] = [wb["tags"]]
+    return wb
+
+
+# --------------------------------------------------------------------------- #
+# The sections
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES = ("constant", "warmup_cosine")
+OBJECTIVES = ("final_eval_acc", "best_eval_acc", "final_eval_loss", "final_train_loss",
+              "steps_to_target", "time_to_target", "loss_auc")
+HEADS = ("softmax", "one_vs_all")
+PROBES = ("hessian", "noise_scale")
+SINKS = ("local", "stdout", "wandb", "none")
+
+
 @dataclasses.dataclass(frozen=True)
 class ActivationConfig:
     name: str = "relu"
-    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    params: Mapping[str, Any] = field(factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     name: str = "mlp"
-    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # depth, width, ...
+    params: Mapping[str, Any] = field(factory=dict)  # depth, width, ... (builder defaults)
     activations: tuple[str, ...] | None = None  # one per layer; overrides `activation`
-    head: str = "softmax"  # softmax | one_vs_all (classification)
+    head: str = field("softmax", choices=HEADS)  # classification output head
     num_layers: int = 4  # activation sites, derived from the model's parameters
 
     @property
@@ -66,56 +227,58 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class DatasetConfig:
     name: str = "spiral"
-    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    params: Mapping[str, Any] = field(factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "adam"
-    lr: float = 0.01
-    momentum: float = 0.9  # for sgd with momentum > 0 and `momentum`
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | warmup_cosine
-    warmup_steps: int = 0  # linear warmup length for warmup_cosine
-    clip_norm: float = 0.0  # clip gradients to this global norm; 0: off
+    name: str = field("adam", choices=OPTIMIZERS)
+    lr: float = field(0.01, lo=0.0, lo_open=True)
+    momentum: float = field(0.9, lo=0.0, hi=1.0, hi_open=True)  # sgd momentum, `momentum`
+    b1: float = field(0.9, lo=0.0, hi=1.0, hi_open=True)
+    b2: float = field(0.999, lo=0.0, hi=1.0, hi_open=True)
+    eps: float = field(1e-8, lo=0.0)
+    weight_decay: float = field(0.0, lo=0.0)
+    schedule: str = field("constant", choices=SCHEDULES)
+    warmup_steps: int = field(0, lo=0)  # linear warmup length for warmup_cosine
+    clip_norm: float = field(0.0, lo=0.0)  # clip gradients to this global norm; 0: off
 
 
 @dataclasses.dataclass(frozen=True)
 class InitConfig:
-    name: str = "he"
-    distribution: str = "normal"
-    gain: float = 1.0
+    name: str = field("he", choices=lambda: init.names())
+    distribution: str = field("normal", choices=init.DISTRIBUTIONS)
+    gain: float = field(1.0, lo=0.0, lo_open=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 2000
-    batch_size: int = 64
-    seed: int = 0
-    seeds: int = 1
-    log_every: int = 50
-    eval_every: int = 250
-    target: Target | None = None
-    probe_size: int = 512
-    # hyperparameters trained together as extra vmapped members: key -> values
-    vmap: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
-    metrics: tuple[str, ...] = METRICS  # per-layer metrics computed at log steps
-    checkpoint_every: int = 0  # steps between checkpoints (on the next log step); 0: off
-    checkpoint_keep: int = 2  # newest checkpoints kept
-    resume: bool | str = "auto"  # True | False | "auto" (resume when the run dir has a checkpoint)
-    objective: str = "final_eval_acc"  # what the CLI returns to a sweeper (mean over members)
+    steps: int = field(2000, lo=1)
+    batch_size: int = field(64, lo=1)
+    seed: int = field(0, lo=0)
+    seeds: int = field(1, lo=1)
+    log_every: int = field(50, lo=1)
+    eval_every: int = field(250, lo=0)
+    target: Target | None = field(None, parse=lambda key, v: parse_target(v, key))
+    probe_size: int = field(512, lo=1)
+    # hyperparameters trained together as extra members (grid x seeds); see actlab.axes
+    vmap: tuple[axes.Axis, ...] = ()
+    metrics: tuple[str, ...] = field(METRICS, parse=_metrics)  # computed at log steps
+    checkpoint_every: int = field(0, lo=0)  # steps between checkpoints; 0: off
+    checkpoint_keep: int = field(2, lo=1)  # newest checkpoints kept
+    resume: bool | str = field("auto", parse=_resume)  # True | False | "auto"
+    objective: str = field("final_eval_acc", choices=OBJECTIVES)  # returned to sweepers
     # how members share the program: vmap (batched), map (one after another), auto
-    member_loop: str = "auto"
+    member_loop: str = field("auto", choices=("auto", "vmap", "map"))
+    # log steps per program call: their metrics come back together (auto: ~100 steps a call)
+    log_steps_per_call: int | str = field("auto", parse=_per_call)
 
 
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig:
-    every: int = 0  # steps between measurements (on the next log step); 0: off
-    iters: int = 20  # power iterations (hessian)
-    chunk: int = 64  # examples per vectorised slice of per-example gradients (noise_scale)
+    every: int = field(0, lo=0)  # steps between measurements (on the next log step); 0: off
+    iters: int = field(20, lo=1)  # power iterations (hessian)
+    chunk: int = field(64, lo=1)  # examples per vectorised slice of per-example gradients
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,16 +288,18 @@ class ProbesConfig:
 
     @property
     def active(self) -> dict[str, ProbeConfig]:
-        return {k: v for k, v in (("hessian", self.hessian), ("noise_scale", self.noise_scale))
-                if v.every > 0}
+        return {k: getattr(self, k) for k in PROBES if getattr(self, k).every > 0}
 
 
 @dataclasses.dataclass(frozen=True)
 class LoggerConfig:
-    sinks: tuple[str, ...] = ("local",)
+    sinks: tuple[str, ...] = field(("local",), parse=_names(SINKS))
     progress: bool = True
     # W&B: project, entity, group (default: the configuration's name), tags, mode
-    wandb: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    wandb: Mapping[str, Any] = field(factory=dict, parse=_wandb)
+
+
+SECTIONS = ("activation", "model", "dataset", "optimizer", "init", "train", "probes", "logger")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,79 +312,66 @@ class Config:
     train: TrainConfig = TrainConfig()
     probes: ProbesConfig = ProbesConfig()
     logger: LoggerConfig = LoggerConfig()
-    raw: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> Config:
         """Validate a resolved config mapping; raise ConfigError on the first problem."""
-        return _build(d)
+        extra = sorted(set(d) - {*SECTIONS, "experiment", "hydra"})
+        if extra:
+            raise ConfigError(f"unknown top-level key {', '.join(extra)}")
+        init_cfg = _section(InitConfig, "init", _mapping(d, "init"))
+        act = _mapping(d, "activation")
+        model = _model(d)
+        try:
+            vmap = axes.parse(_mapping(d, "train").get("vmap"), act,
+                              model.activations is not None, init_cfg.gain)
+        except axes.AxisError as e:
+            raise ConfigError(str(e)) from None
+        probes = _mapping(d, "probes")
+        _no_extra("probes", probes, PROBES)
+        return Config(
+            activation=_activation(act), model=model, dataset=_dataset(d),
+            optimizer=_section(OptimizerConfig, "optimizer", _mapping(d, "optimizer")),
+            init=init_cfg, train=_section(TrainConfig, "train", _mapping(d, "train"), vmap=vmap),
+            probes=ProbesConfig(**{p: _section(ProbeConfig, f"probes.{p}", _mapping(probes, p))
+                                   for p in PROBES}),
+            logger=_section(LoggerConfig, "logger", _mapping(d, "logger")))
 
     def to_dict(self) -> dict[str, Any]:
-        """The resolved config as given (for summary.json)."""
-        return dict(self.raw)
+        """The resolved configuration, every default filled in (what summary.json stores)."""
+        model = {"name": self.model.name, **models.params_of(self.model.name),
+                 **self.model.params, "head": self.model.head}
+        if self.model.activations is not None:
+            model["activations"] = list(self.model.activations)
+        vmap: dict[str, dict[str, list[float]]] = {}
+        for a in self.train.vmap:
+            group, key = a.key.split(".", 1)
+            vmap.setdefault(group, {})[key] = list(a.values)
+        train = {**_plain(self.train), "target": None if self.train.target is None
+                 else str(self.train.target), "vmap": vmap}
+        return {
+            "activation": {"name": self.activation.name, **self.activation.params},
+            "model": model,
+            "dataset": {"name": self.dataset.name, **data.params_of(self.dataset.name),
+                        **self.dataset.params},
+            "optimizer": _plain(self.optimizer), "init": _plain(self.init), "train": train,
+            "probes": {p: _plain(getattr(self.probes, p)) for p in PROBES},
+            "logger": _plain(self.logger),
+        }
 
 
-# --------------------------------------------------------------------------- #
-
-def _section(d: Mapping[str, Any], name: str) -> dict[str, Any]:
-    v = d.get(name) or {}
-    if not isinstance(v, Mapping):
-        raise ConfigError(f"'{name}' must be a mapping, got {v!r}")
-    return dict(v)
-
-
-def _int(sec: str, key: str, v: Any, lo: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        else:
-            raise ConfigError(f"{sec}.{key} must be an integer, got {v!r}")
-    if lo is not None and v < lo:
-        raise ConfigError(f"{sec}.{key} must be >= {lo}, got {v}")
-    return v
+def _plain(obj) -> dict[str, Any]:
+    """A config section as plain JSON-able values (tuples as lists)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, Mapping)
+                                                             else v)
+    return out
 
 
-def _float(sec: str, key: str, v: Any, lo: float | None = None, lo_open: bool = False,
-           hi: float | None = None, hi_open: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ConfigError(f"{sec}.{key} must be a number, got {v!r}")
-    v = float(v)
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise ConfigError(f"{sec}.{key} must be {'>' if lo_open else '>='} {lo:g}, got {v:g}")
-    if hi is not None and (v > hi or (hi_open and v == hi)):
-        raise ConfigError(f"{sec}.{key} must be {'<' if hi_open else '<='} {hi:g}, got {v:g}")
-    return v
-
-
-def _choice(sec: str, key: str, v: Any, options) -> str:
-    options = list(options)
-    if v not in options:
-        raise ConfigError(f"unknown {sec}.{key} '{v}'; choose from: {', '.join(options)}")
-    return v
-
-
-def _no_extra(sec: str, given: Mapping[str, Any], known) -> None:
-    extra = sorted(set(given) - set(known))
-    if extra:
-        raise ConfigError(f"{sec} has no key {', '.join(extra)}; known: {', '.join(sorted(known))}")
-
-
-def parse_target(s: str | None) -> Target | None:
-    """Parse 'eval/acc>=0.95' into a Target; None or '' means no target."""
-    if s is None or str(s).strip() in ("", "none", "null"):
-        return None
-    m = _TARGET_RE.match(str(s))
-    if not m or m.group(1) not in TARGET_KEYS:
-        raise ConfigError(
-            f"train.target '{s}' is not of the form KEY>=VALUE with KEY one of "
-            f"{', '.join(TARGET_KEYS)} (e.g. eval/acc>=0.95)"
-        )
-    return Target(m.group(1), m.group(2), float(m.group(3)))
-
-
-def _activation(d: Mapping[str, Any]) -> ActivationConfig:
-    sec = _section(d, "activation")
-    name = sec.pop("name", "relu")
+def _activation(sec: dict[str, Any]) -> ActivationConfig:
+    name = sec.pop("name", ActivationConfig.name)
     try:
         activations.spec(name, **sec)
     except activations.ActivationError as e:
@@ -227,14 +379,11 @@ def _activation(d: Mapping[str, Any]) -> ActivationConfig:
     return ActivationConfig(name=name, params=sec)
 
 
-HEADS = ("softmax", "one_vs_all")
-
-
 def _model(d: Mapping[str, Any]) -> ModelConfig:
-    sec = _section(d, "model")
-    name = _choice("model", "name", sec.pop("name", "mlp"), models.names())
+    sec = _mapping(d, "model")
+    name = _choice("model.name", sec.pop("name", ModelConfig.name), models.names())
     acts = sec.pop("activations", None)
-    head = _choice("model", "head", sec.pop("head", "softmax"), HEADS)
+    head = _choice("model.head", sec.pop("head", "softmax"), HEADS)
     for k, v in list(sec.items()):
         if isinstance(v, list):
             sec[k] = tuple(v)
@@ -258,193 +407,10 @@ def _model(d: Mapping[str, Any]) -> ModelConfig:
 
 
 def _dataset(d: Mapping[str, Any]) -> DatasetConfig:
-    sec = _section(d, "dataset")
-    name = sec.pop("name", "spiral")
+    sec = _mapping(d, "dataset")
+    name = sec.pop("name", DatasetConfig.name)
     try:
         data.check(name, sec)
     except data.DataError as e:
         raise ConfigError(str(e)) from None
     return DatasetConfig(name=name, params=sec)
-
-
-def _optimizer(d: Mapping[str, Any]) -> OptimizerConfig:
-    sec = _section(d, "optimizer")
-    _no_extra("optimizer", sec, [f.name for f in dataclasses.fields(OptimizerConfig)])
-    o = OptimizerConfig()
-    return OptimizerConfig(
-        name=_choice("optimizer", "name", sec.get("name", o.name), OPTIMIZERS),
-        lr=_float("optimizer", "lr", sec.get("lr", o.lr), lo=0.0, lo_open=True),
-        momentum=_float("optimizer", "momentum", sec.get("momentum", o.momentum), 0.0, hi=1.0,
-                        hi_open=True),
-        b1=_float("optimizer", "b1", sec.get("b1", o.b1), 0.0, hi=1.0, hi_open=True),
-        b2=_float("optimizer", "b2", sec.get("b2", o.b2), 0.0, hi=1.0, hi_open=True),
-        eps=_float("optimizer", "eps", sec.get("eps", o.eps), 0.0),
-        weight_decay=_float("optimizer", "weight_decay",
-                            sec.get("weight_decay", o.weight_decay), 0.0),
-        schedule=_choice("optimizer", "schedule", sec.get("schedule", o.schedule),
-                         SCHEDULES),
-        warmup_steps=_int("optimizer", "warmup_steps", sec.get("warmup_steps", 0), lo=0),
-        clip_norm=_float("optimizer", "clip_norm", sec.get("clip_norm", 0.0), 0.0),
-    )
-
-
-SCHEDULES = ("constant", "warmup_cosine")
-
-
-def _init(d: Mapping[str, Any]) -> InitConfig:
-    sec = _section(d, "init")
-    _no_extra("init", sec, [f.name for f in dataclasses.fields(InitConfig)])
-    return InitConfig(
-        name=_choice("init", "name", sec.get("name", "he"), init.names()),
-        distribution=_choice("init", "distribution", sec.get("distribution", "normal"),
-                             init.DISTRIBUTIONS),
-        gain=_float("init", "gain", sec.get("gain", 1.0), 0.0, lo_open=True),
-    )
-
-
-def _train(d: Mapping[str, Any]) -> TrainConfig:
-    sec = _section(d, "train")
-    known = [f.name for f in dataclasses.fields(TrainConfig)]
-    _no_extra("train", sec, known)
-    t = TrainConfig()
-    steps = _int("train", "steps", sec.get("steps", t.steps), lo=1)
-    log_every = _int("train", "log_every", sec.get("log_every", t.log_every), lo=1)
-    eval_every = _int("train", "eval_every", sec.get("eval_every", t.eval_every), lo=0)
-    return TrainConfig(
-        steps=steps,
-        batch_size=_int("train", "batch_size", sec.get("batch_size", t.batch_size), lo=1),
-        seed=_int("train", "seed", sec.get("seed", t.seed), lo=0),
-        seeds=_int("train", "seeds", sec.get("seeds", t.seeds), lo=1),
-        log_every=log_every,
-        eval_every=eval_every,
-        target=parse_target(sec.get("target")),
-        probe_size=_int("train", "probe_size", sec.get("probe_size", t.probe_size), lo=1),
-        vmap=_vmap(sec.get("vmap"), _section(d, "activation"), _section(d, "model")),
-        metrics=_metrics(sec.get("metrics", "all")),
-        checkpoint_every=_int("train", "checkpoint_every", sec.get("checkpoint_every", 0), lo=0),
-        checkpoint_keep=_int("train", "checkpoint_keep", sec.get("checkpoint_keep", 2), lo=1),
-        resume=_resume(sec.get("resume", "auto")),
-        objective=_choice("train", "objective", sec.get("objective", "final_eval_acc"),
-                          OBJECTIVES),
-        member_loop=_choice("train", "member_loop", sec.get("member_loop", "auto"),
-                            ("auto", "vmap", "map")),
-    )
-
-
-def _resume(v: Any) -> bool | str:
-    if isinstance(v, bool) or v == "auto":
-        return v
-    if isinstance(v, str) and v.lower() in ("true", "false"):
-        return v.lower() == "true"
-    raise ConfigError(f"train.resume must be true, false or auto, got {v!r}")
-
-
-def _metrics(v: Any) -> tuple[str, ...]:
-    if v in ("all", None):
-        return METRICS
-    if v in ("none", ""):
-        return ()
-    if isinstance(v, str):
-        v = [v]
-    for m in v:
-        _choice("train", "metrics", m, METRICS)
-    return tuple(m for m in METRICS if m in v)
-
-
-VMAP_KEYS = ("optimizer.lr", "init.gain", "activation.<numeric parameter>")
-
-
-def _vmap(sec: Any, act: Mapping[str, Any],
-          model: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
-    """Flatten train.vmap ({optimizer: {lr: [...]}}) into {'optimizer.lr': (...)}.
-
-    Besides optimizer.lr and init.gain, any numeric parameter of the activation
-    can be vmapped (train.vmap.activation.alpha=[0.01,0.1,0.3] for leaky_relu).
-    """
-    out: dict[str, tuple[float, ...]] = {}
-    act_name = act.get("name", "relu")
-    act_params = {k: v for k, v in activations.info(act_name).params.items()
-                  if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for group, inner in (sec or {}).items():
-        for key, values in (inner or {}).items():
-            name = f"{group}.{key}"
-            if values is None:
-                continue
-            if isinstance(values, (int, float)):
-                values = [values]
-            if group == "activation":
-                if key not in act_params:
-                    raise ConfigError(
-                        f"train.vmap.{name}: activation '{act_name}' has no numeric parameter "
-                        f"'{key}'; it has: {', '.join(act_params) or 'none'}")
-                if model.get("activations") is not None:
-                    raise ConfigError(f"train.vmap.{name} needs one activation for all layers, "
-                                      f"not model.activations")
-                vals = tuple(_float("train.vmap", name, v) for v in values)
-                base = {k: v for k, v in act.items() if k != "name"}
-                for v in vals:
-                    try:
-                        activations.spec(act_name, **{**base, key: v})
-                    except activations.ActivationError as e:
-                        raise ConfigError(f"train.vmap.{name}: {e}") from None
-            elif name in VMAP_KEYS:
-                vals = tuple(_float("train.vmap", name, v, 0.0, lo_open=True) for v in values)
-            else:
-                raise ConfigError(f"train.vmap.{name} cannot be vmapped; choose from: "
-                                  f"{', '.join(VMAP_KEYS)}")
-            if not vals:
-                raise ConfigError(f"train.vmap.{name} is an empty list")
-            out[name] = vals
-    return out
-
-
-PROBES = ("hessian", "noise_scale")
-
-
-def _probes(d: Mapping[str, Any]) -> ProbesConfig:
-    sec = _section(d, "probes")
-    _no_extra("probes", sec, PROBES)
-    out = {}
-    for name in PROBES:
-        p = dict(sec.get(name) or {})
-        _no_extra(f"probes.{name}", p, [f.name for f in dataclasses.fields(ProbeConfig)])
-        out[name] = ProbeConfig(
-            every=_int(f"probes.{name}", "every", p.get("every", 0), lo=0),
-            iters=_int(f"probes.{name}", "iters", p.get("iters", 20), lo=1),
-            chunk=_int(f"probes.{name}", "chunk", p.get("chunk", 64), lo=1))
-    return ProbesConfig(**out)
-
-
-SINKS = ("local", "stdout", "wandb", "none")
-WANDB_KEYS = ("project", "entity", "group", "tags", "mode")
-WANDB_MODES = ("auto", "offline", "online", "disabled")
-
-
-def _logger(d: Mapping[str, Any]) -> LoggerConfig:
-    sec = _section(d, "logger")
-    _no_extra("logger", sec, ["sinks", "progress", "wandb"])
-    sinks = sec.get("sinks", ["local"])
-    if isinstance(sinks, str):
-        sinks = [sinks]
-    for s in sinks:
-        _choice("logger", "sinks", s, SINKS)
-    wb = dict(sec.get("wandb") or {})
-    _no_extra("logger.wandb", wb, WANDB_KEYS)
-    _choice("logger.wandb", "mode", wb.get("mode", "auto"), WANDB_MODES)
-    if isinstance(wb.get("tags"), str):
-        wb["tags"] = [wb["tags"]]
-    return LoggerConfig(sinks=tuple(dict.fromkeys(sinks)), progress=bool(sec.get("progress", True)),
-                        wandb=wb)
-
-
-def _build(d: Mapping[str, Any]) -> Config:
-    extra = sorted(set(d) - {"activation", "model", "dataset", "optimizer", "init", "train",
-                             "probes", "logger", "experiment", "hydra"})
-    if extra:
-        raise ConfigError(f"unknown top-level key {', '.join(extra)}")
-    return Config(
-        activation=_activation(d), model=_model(d), dataset=_dataset(d),
-        optimizer=_optimizer(d), init=_init(d), train=_train(d), probes=_probes(d),
-        logger=_logger(d),
-        raw={k: v for k, v in d.items() if k != "hydra"},
-    )

@@ -28,20 +28,31 @@ def norms_from_sq(sq: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.maximum(sq, 0.0))
 
 
-def parameter_metrics(sqnorms, params, grads, updates) -> dict[str, jax.Array]:
-    """grad_norm, weight_norm, update_ratio per hidden layer ([L]) and for the output layer."""
-    w_l, w_out = sqnorms(params)
-    g_l, g_out = sqnorms(grads)
-    u_l, u_out = sqnorms(updates)
-    w_l, w_out = norms_from_sq(w_l), norms_from_sq(w_out)
-    return {
-        "grad_norm": norms_from_sq(g_l),
-        "weight_norm": w_l,
-        "update_ratio": norms_from_sq(u_l) / w_l,
-        "grad_norm/out": norms_from_sq(g_out),
-        "weight_norm/out": w_out,
-        "update_ratio/out": norms_from_sq(u_out) / w_out,
-    }
+PARAMETER_METRICS = ("grad_norm", "weight_norm", "update_ratio")
+ACTIVATION_METRICS = ("act_mean", "act_std", "dead_frac", "sat_frac")
+FAMILIES = (*PARAMETER_METRICS, "delta_norm", *ACTIVATION_METRICS)
+
+
+def parameter_metrics(sqnorms, params, grads, updates,
+                      selected=PARAMETER_METRICS) -> dict[str, jax.Array]:
+    """grad_norm, weight_norm, update_ratio per hidden layer ([L]) and for the output layer.
+
+    Only the `selected` ones are computed; `sqnorms(tree) -> ([L], out)` gives squared
+    norms per layer.
+    """
+    out: dict[str, jax.Array] = {}
+    if "grad_norm" in selected:
+        g_l, g_out = sqnorms(grads)
+        out["grad_norm"], out["grad_norm/out"] = norms_from_sq(g_l), norms_from_sq(g_out)
+    if "weight_norm" in selected or "update_ratio" in selected:
+        w_l, w_out = (norms_from_sq(a) for a in sqnorms(params))
+        if "weight_norm" in selected:
+            out["weight_norm"], out["weight_norm/out"] = w_l, w_out
+        if "update_ratio" in selected:
+            u_l, u_out = sqnorms(updates)
+            out["update_ratio"] = norms_from_sq(u_l) / w_l
+            out["update_ratio/out"] = norms_from_sq(u_out) / w_out
+    return out
 
 
 def _delta_one(g_Bx: jax.Array) -> jax.Array:
@@ -61,8 +72,9 @@ def delta_norm(grad_eps) -> jax.Array:
 
 
 def activation_metrics(z, h, dphi, sat_lo_L: jax.Array, sat_hi_L: jax.Array,
-                       dphi_max_L: jax.Array) -> dict[str, jax.Array]:
-    """act_mean, act_std, dead_frac, sat_frac per layer, on the probe batch.
+                       dphi_max_L: jax.Array,
+                       selected=ACTIVATION_METRICS) -> dict[str, jax.Array]:
+    """act_mean, act_std, dead_frac, sat_frac per layer, on the probe batch (the selected ones).
 
     z, h, dphi are stacked [L, P, W] or lists of per-layer [P, ..., C] arrays (every
     position of a conv layer counts as an example, each channel as a unit).
@@ -71,26 +83,28 @@ def activation_metrics(z, h, dphi, sat_lo_L: jax.Array, sat_hi_L: jax.Array,
     """
     if isinstance(z, (list, tuple)):
         per = [_stacked_metrics(*(a.reshape(1, -1, a.shape[-1]) for a in (zl, hl, dl)),
-                                sat_lo_L[l:l + 1], sat_hi_L[l:l + 1], dphi_max_L[l:l + 1])
+                                sat_lo_L[l:l + 1], sat_hi_L[l:l + 1], dphi_max_L[l:l + 1],
+                                selected)
                for l, (zl, hl, dl) in enumerate(zip(z, h, dphi, strict=True))]
         return {k: jnp.concatenate([p[k] for p in per]) for k in per[0]}
-    return _stacked_metrics(z, h, dphi, sat_lo_L, sat_hi_L, dphi_max_L)
+    return _stacked_metrics(z, h, dphi, sat_lo_L, sat_hi_L, dphi_max_L, selected)
 
 
-def _stacked_metrics(z_LxPxW, h_LxPxW, dphi_LxPxW, sat_lo_L, sat_hi_L, dphi_max_L):
+def _stacked_metrics(z_LxPxW, h_LxPxW, dphi_LxPxW, sat_lo_L, sat_hi_L, dphi_max_L, selected):
+    out = {}
+    if "act_mean" in selected:
+        out["act_mean"] = jnp.mean(h_LxPxW, axis=(1, 2))
+    if "act_std" in selected:
+        out["act_std"] = jnp.std(h_LxPxW, axis=(1, 2))
     abs_d = jnp.abs(dphi_LxPxW)
-    zero = abs_d <= DEAD_EPS
-    dead = jnp.mean(jnp.all(zero, axis=1), axis=-1)
-    lo, hi = sat_lo_L[:, None, None], sat_hi_L[:, None, None]
-    in_tail = (z_LxPxW < lo) | (z_LxPxW > hi)  # False where lo/hi are NaN
-    flat = abs_d < SAT_REL * dphi_max_L[:, None, None]
-    sat = jnp.mean(flat & in_tail, axis=(1, 2))
-    return {
-        "act_mean": jnp.mean(h_LxPxW, axis=(1, 2)),
-        "act_std": jnp.std(h_LxPxW, axis=(1, 2)),
-        "dead_frac": dead,
-        "sat_frac": sat,
-    }
+    if "dead_frac" in selected:
+        out["dead_frac"] = jnp.mean(jnp.all(abs_d <= DEAD_EPS, axis=1), axis=-1)
+    if "sat_frac" in selected:
+        lo, hi = sat_lo_L[:, None, None], sat_hi_L[:, None, None]
+        in_tail = (z_LxPxW < lo) | (z_LxPxW > hi)  # False where lo/hi are NaN
+        flat = abs_d < SAT_REL * dphi_max_L[:, None, None]
+        out["sat_frac"] = jnp.mean(flat & in_tail, axis=(1, 2))
+    return out
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -4,30 +4,134 @@ Every function returns a Figure and takes tidy frames from actlab.analysis (or
 plain arrays), never training internals. Colours are fixed per activation
 (Okabe-Ito, colour-blind safe, for the classic functions), so one activation
 has one colour in every figure.
+
+Importing this module leaves matplotlib alone: no backend is selected and the
+global rcParams are never changed. Figures are built and drawn inside a style
+context (`style()`, actlab's STYLE dict), as `StyledFigure`s: Figure objects that
+need no backend and save on any machine, with or without a display. In
+IPython/Jupyter, or once the program has imported pyplot itself, figures are also
+registered with pyplot, so that the notebook's own backend shows them (as any
+pyplot figure, also after a trailing `;`) and `plt.show()` finds them. Inside
+`offscreen()` they never are: figures that are only saved (the report) touch no
+backend at all.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 # Okabe-Ito: a colour-blind-safe qualitative palette.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
            "#000000")
 _FIXED = {"relu": 0, "tanh": 1, "sigmoid": 2, "gelu": 3, "leaky_relu": 4, "selu": 5,
           "swish": 6, "elu": 7}
-_EXTRA = plt.get_cmap("tab20").colors
+_EXTRA = mpl.colormaps["tab20"].colors
 
-plt.rcParams.update({"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
-                     "axes.grid": True, "grid.alpha": 0.3, "font.size": 9,
-                     "legend.frameon": False})
+# actlab's look, applied per figure (never to the global rcParams).
+STYLE = {"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
+         "axes.grid": True, "grid.alpha": 0.3, "font.size": 9, "legend.frameon": False}
+
+_OFFSCREEN = contextvars.ContextVar("actlab_plots_offscreen", default=False)
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """actlab's figure style for the duration of a block (also usable as a decorator).
+
+    Like `matplotlib.rc_context(STYLE)`, except that on exit it restores only the
+    keys of STYLE: settings that something else changes meanwhile are kept (a
+    notebook backend loaded by the first figure switches on interactive mode, which
+    must outlive the block for the notebook to show later figures).
+    """
+    saved = {key: mpl.rcParams[key] for key in STYLE}
+    mpl.rcParams.update(STYLE)
+    try:
+        yield
+    finally:
+        mpl.rcParams.update(saved)
+
+
+@contextlib.contextmanager
+def offscreen() -> Iterator[None]:
+    """Figures made inside are never registered with pyplot (for figures that are only saved)."""
+    token = _OFFSCREEN.set(True)
+    try:
+        yield
+    finally:
+        _OFFSCREEN.reset(token)
+
+
+def _pyplot():
+    """pyplot, where new figures should be registered with it; None for detached figures."""
+    if _OFFSCREEN.get():
+        return None
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        return plt
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    if get_ipython is None or get_ipython() is None:
+        return None
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+class StyledFigure(Figure):
+    """A Figure laid out and drawn in actlab's style wherever it is rendered.
+
+    Some settings are read when the figure is drawn rather than when it is built
+    (how many ticks fit an axis, for one), so drawing applies the style again; a
+    notebook's display, `fig.savefig` and `savefig` below all give the same picture.
+    """
+
+    def draw(self, renderer):
+        with style():
+            return super().draw(renderer)
+
+    def get_tightbbox(self, *args, **kwargs):
+        with style():
+            return super().get_tightbbox(*args, **kwargs)
+
+    def tight_layout(self, *args, **kwargs):
+        with style():
+            return super().tight_layout(*args, **kwargs)
+
+
+def _figure(**kwargs) -> Figure:
+    plt = _pyplot()
+    if plt is None:
+        return StyledFigure(**kwargs)
+    return plt.figure(FigureClass=StyledFigure, **kwargs)
+
+
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kwargs):
+    fig = _figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Draw `fn`'s figure in actlab's style, restoring the caller's rcParams afterwards."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs) -> Figure:
+        with style():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def color_for(label: str) -> str:
@@ -35,7 +139,7 @@ def color_for(label: str) -> str:
     base = str(label).split("(")[0]
     if base in _FIXED:
         return PALETTE[_FIXED[base]]
-    return matplotlib.colors.to_hex(_EXTRA[sum(map(ord, base)) % len(_EXTRA)])
+    return to_hex(_EXTRA[sum(map(ord, base)) % len(_EXTRA)])
 
 
 def _style(label: str) -> dict:
@@ -43,14 +147,15 @@ def _style(label: str) -> dict:
     return {"color": color_for(label), "ls": "--" if approx else "-"}
 
 
-def activation_grid(names: Sequence[str], xlim: float = 5.0, cols: int = 6) -> plt.Figure:
+@_styled
+def activation_grid(names: Sequence[str], xlim: float = 5.0, cols: int = 6) -> Figure:
     """One small panel per activation: phi (solid) and phi' (dashed) on [-xlim, xlim]."""
     import jax.numpy as jnp
 
     from actlab import activations
 
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.0 * rows), squeeze=False,
+    fig, axes = _subplots(rows, cols, figsize=(2.3 * cols, 2.0 * rows), squeeze=False,
                              sharex=True)
     x = jnp.linspace(-xlim, xlim, 801)
     for ax, name in zip(axes.flat, names, strict=False):
@@ -72,13 +177,14 @@ def activation_grid(names: Sequence[str], xlim: float = 5.0, cols: int = 6) -> p
     return fig
 
 
-def activation_curves(names: Sequence[str], xlim: float = 4.0) -> plt.Figure:
+@_styled
+def activation_curves(names: Sequence[str], xlim: float = 4.0) -> Figure:
     """phi and phi' of several activations overlaid (two panels, one line per activation)."""
     import jax.numpy as jnp
 
     from actlab import activations
 
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, (a0, a1) = _subplots(1, 2, figsize=(9, 3.4))
     x = jnp.linspace(-xlim, xlim, 801)
     for name in names:
         sp = activations.spec(name)
@@ -100,15 +206,16 @@ def _at_step(df: pd.DataFrame, step: str | int) -> pd.DataFrame:
     return df[df["step"] == step]
 
 
+@_styled
 def layer_profile(df: pd.DataFrame, metric: str = "grad_norm", step: str | int = "last",
-                  by: str = "activation", log: bool = True) -> plt.Figure:
+                  by: str = "activation", log: bool = True) -> Figure:
     """Per-layer profile of a metric (layer on x), one line per `by` value, a panel per depth.
 
     Lines are the mean over seeds and runs; the band spans min..max over seeds.
     """
     sel = _at_step(df[(df["metric"] == metric) & df["layer"].notna()], step)
     depths = sorted(sel["depth"].dropna().unique()) or [None]
-    fig, axes = plt.subplots(1, len(depths), figsize=(3.6 * len(depths), 3.2), squeeze=False,
+    fig, axes = _subplots(1, len(depths), figsize=(3.6 * len(depths), 3.2), squeeze=False,
                              sharey=True)
     for ax, depth in zip(axes[0], depths, strict=True):
         part = sel if depth is None else sel[sel["depth"] == depth]
@@ -119,7 +226,7 @@ def layer_profile(df: pd.DataFrame, metric: str = "grad_norm", step: str | int =
             ax.fill_between(layers, stats["min"], stats["max"], alpha=0.15,
                             color=color_for(key), lw=0)
         ax.set(xlabel="layer (0 = first hidden)", title=f"depth {depth}" if depth else "")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if log:
             ax.set_yscale("log")
     axes[0][0].set_ylabel(f"{metric} (step: {step})")
@@ -128,14 +235,15 @@ def layer_profile(df: pd.DataFrame, metric: str = "grad_norm", step: str | int =
     return fig
 
 
+@_styled
 def layer_heatmap(df: pd.DataFrame, metric: str = "grad_norm", log: bool = True,
-                  max_panels: int = 12) -> plt.Figure:
+                  max_panels: int = 12) -> Figure:
     """Layer x step heatmap of a per-layer metric (mean over seeds), one panel per run."""
     sel = df[(df["metric"] == metric) & df["layer"].notna()]
     runs = list(dict.fromkeys(sel["run"]))[:max_panels]
     cols = min(3, len(runs))
     rows = math.ceil(len(runs) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(4.0 * cols, 2.8 * rows), squeeze=False)
     for ax, run in zip(axes.flat, runs, strict=False):
         g = sel[sel["run"] == run]
         grid = g.pivot_table(index="layer", columns="step", values="value", aggfunc="mean")
@@ -144,7 +252,7 @@ def layer_heatmap(df: pd.DataFrame, metric: str = "grad_norm", log: bool = True,
                        extent=(grid.columns.min(), grid.columns.max(), -0.5, len(grid) - 0.5))
         first = g.iloc[0]
         ax.set(title=f"{first['activation']} d{first['depth']}", xlabel="step", ylabel="layer")
-        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(False)
         fig.colorbar(im, ax=ax, label=f"log10 {metric}" if log else metric)
     for ax in list(axes.flat)[len(runs):]:
@@ -153,13 +261,14 @@ def layer_heatmap(df: pd.DataFrame, metric: str = "grad_norm", log: bool = True,
     return fig
 
 
-def dead_saturated(df: pd.DataFrame, by: str = "activation") -> plt.Figure:
+@_styled
+def dead_saturated(df: pd.DataFrame, by: str = "activation") -> Figure:
     """dead_frac and sat_frac over training: a row per `by` value, a line per layer."""
     sel = df[df["metric"].isin(["dead_frac", "sat_frac"]) & df["layer"].notna()]
     keys = sorted(sel[by].unique(), key=str)
-    fig, axes = plt.subplots(len(keys), 2, figsize=(8, 2.2 * len(keys) + 0.4), squeeze=False,
+    fig, axes = _subplots(len(keys), 2, figsize=(8, 2.2 * len(keys) + 0.4), squeeze=False,
                              sharex=True, sharey=True)
-    cmap = plt.get_cmap("viridis")
+    cmap = mpl.colormaps["viridis"]
     for row, key in zip(axes, keys, strict=True):
         for ax, metric in zip(row, ("dead_frac", "sat_frac"), strict=True):
             g = sel[(sel[by] == key) & (sel["metric"] == metric)]
@@ -177,12 +286,13 @@ def dead_saturated(df: pd.DataFrame, by: str = "activation") -> plt.Figure:
     return fig
 
 
+@_styled
 def learning_curves(df: pd.DataFrame, metrics: Sequence[str] = ("train/loss", "eval/acc"),
-                    by: str = "activation", band: str = "std") -> plt.Figure:
+                    by: str = "activation", band: str = "std") -> Figure:
     """Loss/accuracy over steps, mean over seeds with a band (std, or 95% bootstrap 'ci')."""
     from actlab.analysis import bootstrap_ci
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    fig, axes = _subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         sel = df[df["metric"] == metric]
         for key, g in sel.groupby(by, sort=True):
@@ -206,7 +316,8 @@ def learning_curves(df: pd.DataFrame, metrics: Sequence[str] = ("train/loss", "e
     return fig
 
 
-def convergence(summ: pd.DataFrame, by: str = "activation", hue: str = "depth") -> plt.Figure:
+@_styled
+def convergence(summ: pd.DataFrame, by: str = "activation", hue: str = "depth") -> Figure:
     """steps_to_target per `by` (rows) and `hue` (markers) with 95% bootstrap intervals.
 
     Groups where no member reached the target are drawn as open markers at the
@@ -216,7 +327,7 @@ def convergence(summ: pd.DataFrame, by: str = "activation", hue: str = "depth") 
 
     keys = sorted(summ[by].unique(), key=str)
     hues = sorted(summ[hue].unique(), key=str) if hue in summ else [None]
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(keys) * max(1, len(hues)) ** 0.5 + 1.2))
+    fig, ax = _subplots(figsize=(6.5, 0.45 * len(keys) * max(1, len(hues)) ** 0.5 + 1.2))
     reached = summ["steps_to_target"].dropna()
     right = float(reached.max()) * 1.15 if len(reached) else 1.0
     markers = "osD^vP*X"
@@ -246,18 +357,19 @@ def convergence(summ: pd.DataFrame, by: str = "activation", hue: str = "depth") 
     ax.set(xlabel=f"steps to {target} (mean, 95% bootstrap CI)", xlim=(0, right * 1.25))
     ax.invert_yaxis()
     if hues != [None]:
-        handles = [matplotlib.lines.Line2D([], [], marker=markers[j % 8], color="0.35", ls="none",
+        handles = [Line2D([], [], marker=markers[j % 8], color="0.35", ls="none",
                                            label=f"{hue}={h}") for j, h in enumerate(hues)]
         ax.legend(handles=handles, loc="lower right")
     fig.tight_layout()
     return fig
 
 
+@_styled
 def distributions(captures: Mapping[int, np.ndarray], title: str = "pre-activation z",
-                  max_layers: int = 12) -> plt.Figure:
+                  max_layers: int = 12) -> Figure:
     """Violin plot per layer of a captured quantity ([L, P, W] per step), one panel per step."""
     steps = sorted(captures)
-    fig, axes = plt.subplots(1, len(steps), figsize=(3.6 * len(steps), 3.0), squeeze=False,
+    fig, axes = _subplots(1, len(steps), figsize=(3.6 * len(steps), 3.0), squeeze=False,
                              sharey=True)
     for ax, step in zip(axes[0], steps, strict=True):
         arr = np.asarray(captures[step])
@@ -272,14 +384,15 @@ def distributions(captures: Mapping[int, np.ndarray], title: str = "pre-activati
     return fig
 
 
+@_styled
 def decision_boundary(predict: Callable[[np.ndarray], np.ndarray], x_raw: np.ndarray,
                       y: np.ndarray, mean: np.ndarray, std: np.ndarray, ax=None,
-                      title: str = "", resolution: int = 200) -> plt.Figure:
+                      title: str = "", resolution: int = 200) -> Figure:
     """Playground-style map of p(class 1) over the input plane with test points overlaid.
 
     `predict` takes standardised inputs [N, 2] and returns p(class 1) [N].
     """
-    fig = ax.figure if ax is not None else plt.figure(figsize=(3.4, 3.2))
+    fig = ax.figure if ax is not None else _figure(figsize=(3.4, 3.2))
     ax = ax or fig.add_subplot(111)
     pad = 0.5
     lo, hi = x_raw.min(0) - pad, x_raw.max(0) + pad
@@ -297,7 +410,10 @@ def decision_boundary(predict: Callable[[np.ndarray], np.ndarray], x_raw: np.nda
     return fig
 
 
-def savefig(fig: plt.Figure, path) -> None:
+def savefig(fig: Figure, path) -> None:
     """Save at report resolution and release the figure."""
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    with style():
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close(fig)

@@ -1,4 +1,9 @@
-"""actlab-report: a run or sweep directory -> DIR/report/ (PNGs + self-contained report.html)."""
+"""actlab-report: a run or sweep directory -> DIR/report/ (PNGs + self-contained report.html).
+
+Figures are built offscreen (detached from pyplot), so a report is written the same
+way on a headless machine, from the command line or from a notebook, and leaves the
+caller's matplotlib backend, open figures and rcParams as they were.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from actlab import activations, analysis, plots
 
@@ -29,8 +35,6 @@ def _registered(label: str) -> str | None:
 
 def _replay_figures(summ: pd.DataFrame, out: Path, max_runs: int) -> list[tuple[str, str]]:
     """Pre-activation distributions and (for 2-D inputs) decision boundaries, by replay."""
-    import matplotlib.pyplot as plt
-
     from actlab import train
     from actlab.config import Config
 
@@ -57,24 +61,27 @@ def _replay_figures(summ: pd.DataFrame, out: Path, max_runs: int) -> list[tuple[
     if boundary:
         cols = min(4, len(boundary))
         rows = int(np.ceil(len(boundary) / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.1 * rows), squeeze=False)
-        for ax, (row, exp, params) in zip(axes.flat, boundary, strict=False):
-            ds = exp.dataset
-            x_raw = ds.x_test * ds.std + ds.mean
+        with plots.style():
+            fig = Figure(figsize=(3.2 * cols, 3.1 * rows))
+            axes = fig.subplots(rows, cols, squeeze=False)
+            for ax, (row, exp, params) in zip(axes.flat, boundary, strict=False):
+                ds = exp.dataset
+                x_raw = ds.x_test * ds.std + ds.mean
 
-            def predict(x, exp=exp, params=params):
-                return train.forward(exp, params, x)["probs"][:, 1]
+                def predict(x, exp=exp, params=params):
+                    return train.forward(exp, params, x)["probs"][:, 1]
 
-            plots.decision_boundary(predict, x_raw, ds.y_test, ds.mean, ds.std, ax=ax,
-                                    title=f"{row.activation} d{row.depth}")
-        for ax in list(axes.flat)[len(boundary):]:
-            ax.set_visible(False)
-        fig.tight_layout()
+                plots.decision_boundary(predict, x_raw, ds.y_test, ds.mean, ds.std, ax=ax,
+                                        title=f"{row.activation} d{row.depth}")
+            for ax in list(axes.flat)[len(boundary):]:
+                ax.set_visible(False)
+            fig.tight_layout()
         plots.savefig(fig, out / "decision_boundary.png")
         figs.append(("Decision boundaries (test points overlaid)", "decision_boundary.png"))
     return figs
 
 
+@plots.offscreen()
 def build(path: str | os.PathLike, replay: bool = True, max_replays: int = 6) -> Path:
     """Write figures and report.html for the run or sweep under `path`; return the HTML path."""
     path = Path(path)

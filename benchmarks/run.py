@@ -31,7 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from actlab import data, train, writers  # noqa: E402
+from actlab import data, experiment, program, schedule, train, writers  # noqa: E402
 from actlab.config import Config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -223,18 +223,24 @@ def measured_step_cost(cfg: Config) -> str:
                            ("delta", ["delta_norm"]), ("acts", ["act_mean", "act_std",
                                                                 "dead_frac", "sat_frac"]),
                            ("none", "none")):
-        c = Config.from_dict({**cfg.raw, "train": {**cfg.raw["train"], "metrics": metrics}})
-        exp = train.build(c)
-        d, fl = train.device_data(exp), train.flags(exp, False)
-        chunk = train.make_chunk(exp)
-        box = [chunk(train.init_state(exp), d, 0, True, fl)[0]]  # compile; state donated
+        raw = cfg.to_dict()
+        c = Config.from_dict({**raw, "train": {**raw["train"], "metrics": metrics}})
+        exp = experiment.build(c)
+        d, names = experiment.device_data(exp), program.measurement_names(exp)
+        chunk = program.make_program(exp, 1)
 
-        def clock(n, reps, chunk=chunk, d=d, fl=fl, box=box):
+        def plan(n, names=names):  # one measured step (no eval, no probe) then n plain steps
+            return program.plan_arrays(schedule.Call((schedule.Slot(0, n, True, {}),)), 1,
+                                       names)
+
+        box = [chunk(experiment.initial_state(exp), d, plan(0))[0]]  # compile; state donated
+
+        def clock(n, reps, chunk=chunk, d=d, box=box, plan=plan):
             best = 1e9  # steady state: each call continues the state the last one returned
             for _ in range(reps):
                 jax.block_until_ready(box[0])
                 t = time.perf_counter()
-                box[0] = jax.block_until_ready(chunk(box[0], d, n, True, fl)[0])
+                box[0] = jax.block_until_ready(chunk(box[0], d, plan(n))[0])
                 best = min(best, time.perf_counter() - t)
             return best
 
@@ -242,7 +248,7 @@ def measured_step_cost(cfg: Config) -> str:
         plain = (many - one) / 999
         out.append(f"{label} {one / plain:.1f}")
     # the floor any instrumented step pays: its own training step plus the probe's forward
-    st = jax.tree.map(lambda a: a[0], train.init_state(exp))
+    st = jax.tree.map(lambda a: a[0], experiment.initial_state(exp))
     fwd = jax.jit(lambda p, ms, x: exp.model.apply(p, ms, x)[0])
     jax.block_until_ready(fwd(st.params, st.model_state, d["x_probe"]))
     probe = min(timeit.repeat(lambda: jax.block_until_ready(
@@ -335,12 +341,14 @@ def fig6(q: bool) -> Row:
     try:
         for depth in (4, 16, 64):
             cfg = config(model={"depth": depth, "width": 64}, train={"steps": 10})
-            exp = train.build(cfg)
-            state, d = train.init_state(exp), train.device_data(exp)
+            exp = experiment.build(cfg)
+            state, d = experiment.initial_state(exp), experiment.device_data(exp)
+            names = program.measurement_names(exp)
+            plan = program.plan_arrays(schedule.Call((schedule.Slot(
+                0, 0, True, dict.fromkeys(names, True)),)), 1, names)
             t = time.perf_counter()
-            chunk = train.make_chunk(exp).lower(state, d, 0, True, train.flags(exp, True))
-            chunk = chunk.compile()
-            jax.block_until_ready(chunk(state, d, 0, True, train.flags(exp, True)))
+            chunk = program.make_program(exp, 1).lower(state, d, plan).compile()
+            jax.block_until_ready(chunk(state, d, plan))
             times[depth] = time.perf_counter() - t
     finally:
         jax.config.update("jax_enable_compilation_cache", True)

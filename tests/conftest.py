@@ -1,8 +1,9 @@
-"""Shared fixtures: small configs and a helper to run the engine in-process."""
+"""Shared fixtures: small configs, a helper to run the engine in-process, run-directory records."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -13,6 +14,7 @@ jax.config.update("jax_compilation_cache_dir", os.environ.get(
     "ACTLAB_TEST_JAX_CACHE", os.path.expanduser("~/.cache/actlab/jax-tests")))
 
 from actlab.config import Config  # noqa: E402
+from actlab.files import METRICS_FILE, read_metrics  # noqa: E402
 
 TINY = {
     "model": {"depth": 2, "width": 8},
@@ -34,3 +36,10 @@ def make_config(**sections) -> Config:
 @pytest.fixture
 def tiny_config():
     return make_config
+
+
+def read_records(run_dir) -> list[dict]:
+    """The records of a run directory's metrics.jsonl, in file order; no line may be torn."""
+    records, torn = read_metrics(Path(run_dir) / METRICS_FILE)
+    assert torn == 0, f"{torn} unreadable line(s) in {run_dir}/{METRICS_FILE}"
+    return records

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from actlab import activations, train
 from actlab.cli import config_dir
 from actlab.config import Config, ConfigError
+from conftest import read_records
 
 EXE = str(Path(sys.executable).parent / "actlab-train")
 PER_LAYER = ("grad_norm", "weight_norm", "update_ratio", "delta_norm", "act_mean", "act_std",
@@ -26,10 +27,6 @@ def cli(*args, timeout=300):
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout,
                           env=env)
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 def composed(*overrides) -> Config:
@@ -45,7 +42,7 @@ def test_run_directory_contract(tmp_path):
             "train.eval_every=50", f"hydra.run.dir={out}")
     assert p.returncode == 0, p.stderr
     assert f"run directory: {out}" in p.stdout
-    recs = read_jsonl(out / "metrics.jsonl")
+    recs = read_records(out)
     assert sorted({r["seed"] for r in recs}) == [0, 1, 2, 3]
     assert sorted({r["step"] for r in recs}) == [0, 50, 100]
     for r in recs:
@@ -76,7 +73,7 @@ def test_multirun_one_job_per_combination(tmp_path):
         assert s["status"] == "completed"
         combos.add((s["config"]["activation"]["name"], s["config"]["model"]["depth"]))
         depth = s["config"]["model"]["depth"]
-        assert f"grad_norm/{depth - 1}" in read_jsonl(job / "metrics.jsonl")[0]
+        assert f"grad_norm/{depth - 1}" in read_records(job)[0]
     assert combos == {("relu", 2), ("relu", 4), ("tanh", 2), ("tanh", 4)}
 
 
@@ -119,8 +116,9 @@ def _group_options(group):
                                    "logger"])
 def test_every_config_group_option_composes_and_validates(group):
     for option in _group_options(group):
-        cfg = composed(f"{group}={option}")
-        assert cfg is not None
+        cfg = composed(f"{group}={option}")  # raises ConfigError if validation rejects it
+        settings = yaml.safe_load((config_dir() / group / f"{option}.yaml").read_text())
+        assert cfg.to_dict()[group] == settings, option  # the whole file, in its own section
 
 
 def test_every_config_key_is_commented():
@@ -181,3 +179,144 @@ def test_default_run_reaches_90_percent_on_the_spiral(tmp_path):
     s = train.run(cfg, tmp_path)
     assert s["status"] == "completed"
     assert s["seeds"][0]["final_eval_acc"] >= 0.9
+
+
+# --------------------------------------------------------------------------- #
+# Unknown keys and --help
+
+CNN_KEYS = "activations, channels, depth, head, kernel_size, name, norm, pool, stride"
+
+
+def assert_one_line_error(p, message):
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == f"actlab-train: error: {message}"
+    assert "Traceback" not in p.stderr and "+" not in p.stderr  # no hint to append
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train.stepz=5"], "unknown key train.stepz; did you mean train.steps?"),
+    (["model.dept=8"], "unknown key model.dept for model=mlp; did you mean model.depth?"),
+    (["probes.hesian.every=10"],
+     "unknown key probes.hesian.every; did you mean probes.hessian.every?"),
+    (["dataset=mnist1d", "dataset.veiw=sequence"],
+     "unknown key dataset.veiw for dataset=mnist1d; did you mean dataset.view?"),
+    (["model=cnn", "model.width=8"],  # cnn has channels, not width
+     f"unknown key model.width for model=cnn; valid keys of model: {CNN_KEYS}"),
+    (["~model.dropuot"], "unknown key model.dropuot for model=mlp; did you mean model.dropout?"),
+    (["model={depth:3,widht:4}"],
+     "unknown key model.widht for model=mlp; did you mean model.width?"),
+])
+def test_unknown_keys_are_one_line_with_the_closest_valid_key(tmp_path, args, message):
+    p = cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(p, message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_key_in_a_sweep_fails_before_any_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = cli("-m", "model=mlp,cnn", "model.width=8", "train.steps=5", f"hydra.sweep.dir={sweep}")
+    assert_one_line_error(p, f"unknown key model.width for model=cnn; valid keys of model: "
+                             f"{CNN_KEYS}")
+    assert not sweep.exists()
+
+
+def test_unknown_keys_in_experiment_and_study_files_fail_before_any_job(tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "experiment" / "typo.yaml").write_text(
+        "# @package _global_\ntrain:\n  steps: 5\n  log_evry: 1\n")
+    (conf / "study.yaml").write_text(  # a setting and a swept key, both misspelled
+        "defaults:\n  - config\n  - _self_\nmodel:\n  widht: 16\nhydra:\n  sweeper:\n"
+        "    params:\n      model.dept: 2,4\n")
+    (conf / "hydra_typo.yaml").write_text(  # Hydra's own schema rejects this one
+        "defaults:\n  - config\n  - _self_\nhydra:\n  sweep:\n    dirr: somewhere\n")
+    sweep = tmp_path / "sweep"
+    where = conf.relative_to(Path.cwd()) if conf.is_relative_to(Path.cwd()) else conf
+    p = cli("-m", "--config-dir", str(conf), "+experiment=typo", "activation=relu,tanh",
+            f"hydra.sweep.dir={sweep}")
+    assert_one_line_error(p, f"unknown key train.log_evry in {where}/experiment/typo.yaml; "
+                             "did you mean train.log_every?")
+    p = cli("-m", "--config-dir", str(conf), "--config-name", "study", f"hydra.sweep.dir={sweep}")
+    assert_one_line_error(p, f"unknown key model.dept in {where}/study.yaml "
+                             "(hydra.sweeper.params) for model=mlp; did you mean model.depth?")
+    p = cli("-m", "--config-dir", str(conf), "--config-name", "study", "model.depth=2",
+            f"hydra.sweep.dir={sweep}")  # the command line replaces the swept key
+    assert_one_line_error(p, f"unknown key model.widht in {where}/study.yaml for model=mlp; "
+                             "did you mean model.width?")
+    p = cli("--config-dir", str(conf), "--config-name", "hydra_typo",
+            f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(p, f"unknown key hydra.sweep.dirr in {where}/hydra_typo.yaml; "
+                             "did you mean hydra.sweep.dir?")
+    assert not sweep.exists() and not (tmp_path / "run").exists()
+
+
+def test_appends_forced_overrides_and_open_sections_keep_working():
+    p = cli("--cfg", "job", "activation=leaky_relu", "+extra.note=hello", "++train.steps=7",
+            "train.vmap.activation.alpha=[0.1,0.3]", "hydra.job.chdir=false")
+    assert p.returncode == 0, p.stderr
+    cfg = yaml.safe_load(p.stdout)
+    assert cfg["extra"] == {"note": "hello"} and cfg["train"]["steps"] == 7
+    assert cfg["train"]["vmap"]["activation"] == {"alpha": [0.1, 0.3]}
+
+
+def test_check_keys_in_process(tmp_path):
+    # nothing to compose: the arguments come back as given
+    assert check_keys(["activation=gelu", "train.steps=3"]) == ["activation=gelu", "train.steps=3"]
+    # a key new to train.vmap becomes the explicit append Hydra needs; a known one stays
+    assert check_keys(["train.vmap.activation.alpha=[0.1]", "train.vmap.optimizer.lr=[0.1]"]) == [
+        "++train.vmap.activation.alpha=[0.1]", "train.vmap.optimizer.lr=[0.1]"]
+    with pytest.raises(SystemExit) as e:
+        check_keys(["-m", "+experiment=debug,nope"])
+    assert e.value.code == 2
+
+
+def test_unknown_key_messages():
+    tree = {"model": {"depth": 4, "width": 64}, "optimizer": {"lr": 0.1},
+            "train": {"steps": 10, "seeds": 1}, "probes": {"hessian": {"every": 0}}}
+    assert unknown_key(tree, "trian.stpes") == \
+        "unknown key trian.stpes; did you mean train.steps?"
+    assert unknown_key(tree, "model.lr") == "unknown key model.lr; did you mean optimizer.lr?"
+    assert unknown_key(tree, "train.hessian.every") == \
+        "unknown key train.hessian.every; did you mean probes.hessian.every?"
+    assert unknown_key(tree, "train.steps.max") == \
+        "unknown key train.steps.max; train.steps is a value, not a section"
+    assert unknown_key(tree, "model.kernel") == \
+        "unknown key model.kernel; valid keys of model: depth, width"
+    assert unknown_key(tree, "colour") == \
+        "unknown key colour; valid top-level keys: model, optimizer, probes, train"
+
+
+def test_help_says_what_actlab_train_does_with_its_groups_and_examples():
+    p = cli("--help")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert out.startswith("actlab-train trains neural networks")
+    assert "powered by Hydra" not in out and "\ntrain:\n" not in out  # no config dump
+    assert "outputs/DATE/TIME" in out and "multirun/DATE/TIME" in out
+    groups = out.split("== Config groups")[1].split("== Examples ==")[0]
+    for group in ("activation", "model", "dataset", "optimizer", "init", "logger"):
+        line = next(x for x in groups.splitlines() if x.startswith(f"{group}: "))
+        assert line.split(": ")[1].split(", ") == _group_options(group)
+    examples = [x for x in out.split("== Examples ==")[1].splitlines() if x.startswith("actlab-")]
+    for example in ("actlab-train activation=gelu model.depth=8 train.seeds=4",
+                    "actlab-train model.activations=[tanh,relu,relu,relu]",
+                    "actlab-train -m activation=relu,tanh,gelu model.depth=2,8,32",
+                    "actlab-train train.checkpoint_every=500 hydra.run.dir=outputs/long",
+                    "actlab-report multirun/DATE/TIME"):
+        assert any(x.startswith(example) for x in examples), example
+    assert f"Documentation in {readme()}" in out
+    p = cli("--hydra-help")
+    assert p.returncode == 0 and p.stdout.startswith("Hydra (1.3")
+
+
+@pytest.mark.parametrize("main,name,example", [
+    (report_main, "actlab-report", "actlab-report multirun/d"),
+    (activations_main, "actlab-activations", "actlab-activations --plot acts.png"),
+])
+def test_report_and_activations_help(capsys, main, name, example):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {name}")
+    assert example in out and f"documentation: {readme()}" in out

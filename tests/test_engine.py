@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from actlab import activations, models, train
+from actlab import activations, experiment, models, program, replay, train
 from conftest import make_config
 
 
@@ -41,7 +41,7 @@ def test_members_mapped_or_vmapped_give_the_same_numbers(tmp_path, model):
         cfg = make_config(model=model, dataset={"name": "mnist1d", "num_samples": 300,
                                                 "view": "sequence"},
                           train={"seeds": 2, "member_loop": loop})
-        assert train.member_loop(train.build(cfg)) == loop
+        assert program.member_loop(experiment.build(cfg)) == loop
         train.run(cfg, tmp_path / loop)
         return records(tmp_path / loop)
 
@@ -116,7 +116,7 @@ def test_some_members_diverge_the_others_finish(tmp_path):
     # a diverged member's parameters stay exactly where its loss first went non-finite,
     # while the members that did not diverge keep moving
     at = sorted({m["diverged_at"] for m in diverged})
-    _, snaps = train.replay(cfg, [*at, 99, 100])
+    _, snaps = replay.replay(cfg, [*at, 99, 100])
     for i, m in enumerate(s["seeds"]):
         start = snaps[m["diverged_at"]] if m["diverged_at"] is not None else snaps[99]
         pairs = zip(jax.tree.leaves(start["params"]), jax.tree.leaves(snaps[100]["params"]),

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from actlab import data, train
+from actlab import data, experiment, step, summary
 from conftest import make_config
 
 X = np.array([[0.5, 1.0], [1.5, 0.5], [2.0, 2.0], [1.0, 1.5]], np.float32)
@@ -106,25 +106,36 @@ def hand_dataset():
                         mean=np.zeros(2, np.float32), std=np.ones(2, np.float32))
 
 
-def engine_record(name):
+def engine_record(name, jit=True):
+    """One measured step through the engine's pure step functions, flattened to a record."""
     cfg = make_config(activation={"name": name}, model={"depth": 2, "width": 3},
                       optimizer={"name": "sgd", "lr": LR},
                       train={"batch_size": 4, "probe_size": 4, "steps": 1, "log_every": 1,
                              "eval_every": 1})
-    exp = train.build(cfg, dataset=hand_dataset())
-    state = train.init_state(exp, [{"seed": 0}])
-    params = dict(jax.tree.map(lambda a: a, state.params))
-    for k, v in PARAMS.items():
-        params[k] = jnp.asarray(v)[None]
-    state = state.replace(params=params)
-    on = train.flags(exp, True)
-    _, m = train.make_chunk(exp)(state, train.device_data(exp), 0, True, on)
-    return train.to_records(jax.device_get(m), 0, 0.0, [{"seed": 0}], on)[0]
+    exp = experiment.build(cfg, dataset=hand_dataset())
+    state = jax.tree.map(lambda a: a[0], experiment.initial_state(exp, [{"seed": 0}]))
+    state = state.replace(params={**state.params,
+                                  **{k: jnp.asarray(v) for k, v in PARAMS.items()}})
+    model, head = exp.model, exp.head
+
+    def measured(state, x, y, xt, yt):
+        eps = step.zero_perturbation(model, state.params, state.model_state, x)
+        _, out = step.train_step(state, (x, y), None, model=model, tx=exp.tx,
+                                 loss_fn=step.loss_fn(model, head), eps=eps)
+        m = step.measure(state, out, x, y, model=model, head=head)
+        m.update(step.evaluate(state.params, state.model_state, xt, yt, model=model, head=head))
+        return m
+
+    fn = jax.jit(measured) if jit else measured
+    m = fn(state, *(jnp.asarray(a) for a in (X, Y, XT, YT)))
+    m = jax.tree.map(lambda a: np.asarray(a)[None], {**m, "diverged_at": -1})
+    return summary.to_records(m, 0, 0.0, [{"seed": 0}], {"eval": True})[0]
 
 
 @pytest.mark.parametrize("name", sorted(NUMPY_ACTS))
-def test_every_metric_matches_numpy(name):
-    rec, ref = engine_record(name), numpy_step(name)
+@pytest.mark.parametrize("jit", [True, False])
+def test_every_metric_matches_numpy(name, jit):
+    rec, ref = engine_record(name, jit), numpy_step(name)
     for k, v in ref.items():
         assert rec[k] == pytest.approx(v, rel=2e-5, abs=1e-6), k
     expected_keys = {f"{m}/{l}" for m in ("grad_norm", "weight_norm", "update_ratio",

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from actlab import probes, train
+from actlab import experiment, heads, probes
 from conftest import make_config
 
 
 def tiny_problem(act="tanh"):
     cfg = make_config(activation={"name": act}, model={"depth": 2, "width": 5},
                       dataset={"name": "xor"}, train={"probe_size": 40})
-    exp = train.build(cfg)
-    state = train.init_state(exp, [{"seed": 3}])
+    exp = experiment.build(cfg)
+    state = experiment.initial_state(exp, [{"seed": 3}])
     params = jax.tree.map(lambda a: a[0], state.params)
-    loss_of, _ = train.head_functions("softmax", "classification")
+    loss_of = heads.head("softmax").loss
 
     def loss(p, x, y):
         return loss_of(exp.model.apply(p, {}, x)[0], y)

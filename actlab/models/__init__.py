@@ -9,8 +9,9 @@ and exposes to the engine:
   pass yields d loss / d z_l; with `capture`, aux holds per-layer z, h = phi(z)
   and phi'(z), either stacked [L, B, W] (the scanned MLP) or as lists of
   [B, ..., C] arrays (conv nets: the last axis is the unit/channel axis).
-- `layer_sqnorms(tree) -> ([L], out)`: squared norms of each layer's weights.
-- `activation_params(params)`: learned activation parameters as metric entries.
+- `labels(params)`: a tree of `Role`s saying which parameters belong to which
+  layer, which are activation parameters and which form the output layer; the
+  engine's per-layer norms, optimizer masks and vmapped axes read it, never names.
 
 A "layer" is an activation site: layer l's weights are those producing z_l.
 """
@@ -35,12 +36,34 @@ class ModelError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Role:
+    """What one parameter array is to the engine (a leaf of a model's label tree).
+
+    group: "layer" (weights producing z_layer), "out" (the output layer), "act" (a
+    learned activation parameter of layer `layer`, or of every layer when stacked) or
+    "other" (embeddings, norms outside a layer, ...). stacked: the leading axis runs
+    over layers layer, layer + 1, ... kernel: a weight matrix or filter (not a bias
+    or normalisation parameter). param: the activation parameter's name.
+    """
+
+    group: str
+    layer: int | None = None
+    stacked: bool = False
+    kernel: bool = False
+    param: str | None = None
+
+
+def _roles(tree) -> list:
+    return jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, Role))
+
+
+@dataclasses.dataclass(frozen=True)
 class Model:
-    """A built model plus the functions the engine needs from it."""
+    """A built model plus what the engine needs to know of its parameters."""
 
     module: nn.Module
     specs: tuple[Spec, ...]
-    layer_sqnorms: Callable[[Mapping[str, Any]], tuple[jax.Array, jax.Array]]
+    labels: Callable[[Mapping[str, Any]], Any]  # params -> tree of Role, same structure
 
     @property
     def num_layers(self) -> int:
@@ -62,18 +85,39 @@ class Model:
         logits, aux = self.module.apply(variables, x, eps, capture, train, rngs=rngs)
         return logits, aux, state
 
+    def mask(self, params, pred: Callable[[Role], bool]):
+        """A tree of bools, True where `pred(role)` (for optax.masked and selective updates)."""
+        return jax.tree.map(pred, self.labels(params), is_leaf=lambda x: isinstance(x, Role))
+
+    def layer_sqnorms(self, tree: Mapping[str, Any]) -> tuple[jax.Array, jax.Array]:
+        """Squared L2 norm of each layer's weights ([L]) and of the output layer's.
+
+        `tree` has the structure of the parameters (parameters, gradients, updates).
+        """
+        per: list[list[jax.Array]] = [[] for _ in range(self.num_layers)]
+        out: list[jax.Array] = []
+        roles = _roles(self.labels(tree))
+        for role, x in zip(roles, jax.tree.leaves(tree), strict=True):
+            if role.group == "out":
+                out.append(jnp.sum(jnp.square(x)))
+            elif role.group == "layer" and role.stacked:
+                rows = jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim)))
+                for i in range(x.shape[0]):
+                    per[role.layer + i].append(rows[i])
+            elif role.group == "layer":
+                per[role.layer].append(jnp.sum(jnp.square(x)))
+        return jnp.stack([sum(p) for p in per]), sum(out)
+
     def activation_params(self, params: Mapping[str, Any]) -> dict[str, jax.Array]:
         """Learned activation parameters, e.g. prelu_alpha -> [L] or prelu_alpha/3 -> scalar."""
         out: dict[str, jax.Array] = {}
-        for key, v in params.items():
-            if not key.startswith("act"):
+        for role, v in zip(_roles(self.labels(params)), jax.tree.leaves(params), strict=True):
+            if role.group != "act":
                 continue
-            head, _, pname = key.partition("_")
-            if head == "act":  # stacked over all layers (homogeneous MLP)
-                out[f"{self.specs[0].name}_{pname}"] = v
-            elif head[3:].isdigit():
-                l = int(head[3:])
-                out[f"{self.specs[l].name}_{pname}/{l}"] = jnp.mean(v)
+            if role.stacked:  # one value per layer, every layer the same function
+                out[f"{self.specs[role.layer].name}_{role.param}"] = v
+            else:
+                out[f"{self.specs[role.layer].name}_{role.param}/{role.layer}"] = jnp.mean(v)
         return out
 
 
@@ -96,19 +140,31 @@ def new_aux() -> dict[str, list]:
     return {"z": [], "h": [], "dphi": []}
 
 
-def prefix_sqnorms(num_layers: int, prefix: str = "layer") -> Callable:
-    """layer_sqnorms for modules whose layer-l weights live under '<prefix><l>'."""
+def prefix_labels(num_layers: int) -> Callable[[Mapping[str, Any]], Any]:
+    """Labels of a model whose modules are named by layer: 'layer<l>' and 'layer<l>_*' hold
+    layer l's weights, 'out' the output layer, 'act<l>_<p>' layer l's activation parameter p
+    (as `act_site` creates them); anything else is "other"."""
+    sites = {f"layer{l}": l for l in range(num_layers)}
 
-    def sq(tree):
-        return sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree))
+    def module_role(name: str) -> Role:
+        if name == "out":
+            return Role("out")
+        head, _, rest = name.partition("_")
+        if head in sites:
+            return Role("layer", sites[head])
+        if head.startswith("act") and head[3:].isdigit():
+            return Role("act", int(head[3:]), param=rest)
+        return Role("other")
 
-    def fn(tree):
-        per = jnp.stack([sq({k: v for k, v in tree.items()
-                             if k == f"{prefix}{l}" or k.startswith(f"{prefix}{l}_")})
-                         for l in range(num_layers)])
-        return per, sq(tree["out"])
+    def labels(tree):
+        def leaf(path, _):
+            role = module_role(str(path[0].key))
+            kernel = any(getattr(k, "key", None) == "kernel" for k in path[1:])
+            return dataclasses.replace(role, kernel=kernel) if kernel else role
 
-    return fn
+        return jax.tree_util.tree_map_with_path(leaf, dict(tree))
+
+    return labels
 
 
 _BUILDERS: dict[str, Callable[..., Model]] = {}

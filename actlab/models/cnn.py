@@ -18,7 +18,7 @@ from actlab.models import (
     choice,
     new_aux,
     positive_int,
-    prefix_sqnorms,
+    prefix_labels,
     require_sequence_or_image,
 )
 
@@ -73,4 +73,4 @@ def build(*, specs, num_classes, input_shape, init, depth=3, channels=32, kernel
     module = CNN(specs=tuple(specs), num_classes=num_classes, channels=channels,
                  kernel_size=kernel_size, stride=stride, pool=pool, norm=norm,
                  init_scheme=tuple(init))
-    return Model(module=module, specs=tuple(specs), layer_sqnorms=prefix_sqnorms(len(specs)))
+    return Model(module=module, specs=tuple(specs), labels=prefix_labels(len(specs)))

@@ -11,6 +11,7 @@ act<l>_<p> when the layers use different activations).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
@@ -18,6 +19,9 @@ import jax.numpy as jnp
 
 from actlab import init as init_lib
 from actlab.activations import Spec
+
+if TYPE_CHECKING:
+    from actlab.models import Role
 
 NORM_EPS = 1e-5
 BN_MOMENTUM = 0.9
@@ -149,15 +153,25 @@ class MLP(nn.Module):
         return logits, {"z": z, "h": hs, "dphi": dphi}
 
 
-def layer_sqnorms(tree: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    """Squared L2 norm per hidden layer ([depth], kernel and bias) and of the output layer."""
-    first = jnp.sum(tree["in_kernel"] ** 2) + jnp.sum(tree["in_bias"] ** 2)
-    per_layer = first[None]
-    if "hidden_kernel" in tree:
-        rest = jnp.sum(tree["hidden_kernel"] ** 2, (1, 2)) + jnp.sum(tree["hidden_bias"] ** 2, 1)
-        per_layer = jnp.concatenate([per_layer, rest])
-    out = jnp.sum(tree["out_kernel"] ** 2) + jnp.sum(tree["out_bias"] ** 2)
-    return per_layer, out
+def labels(tree: Mapping[str, jax.Array]) -> dict[str, Role]:
+    """Roles of the MLP's parameters: layer 0 is in_*, layers 1.. the stacked hidden_*."""
+    from actlab.models import Role
+
+    def role(name: str) -> Role:
+        if name in ("in_kernel", "in_bias"):
+            return Role("layer", 0, kernel=name == "in_kernel")
+        if name in ("hidden_kernel", "hidden_bias"):
+            return Role("layer", 1, stacked=True, kernel=name == "hidden_kernel")
+        if name in ("out_kernel", "out_bias"):
+            return Role("out", kernel=name == "out_kernel")
+        head, _, param = name.partition("_")
+        if head == "act":  # one value per layer, stacked
+            return Role("act", 0, stacked=True, param=param)
+        if head.startswith("act") and head[3:].isdigit():
+            return Role("act", int(head[3:]), param=param)
+        return Role("other")  # normalisation scale and bias [depth, W]
+
+    return {k: role(k) for k in tree}
 
 
 def _sites(depth=4, width=64, norm="none", dropout=0.0, residual=False, scan_layers="auto"):
@@ -179,4 +193,4 @@ def build(*, specs, num_classes, input_shape, init, depth=4, width=64, norm="non
     module = MLP(depth=depth, width=width, num_classes=num_classes, specs=tuple(specs),
                  init_name=init[0], distribution=init[1], gain=init[2], norm=norm,
                  dropout=dropout, residual=bool(residual), scan_layers=scan_layers)
-    return Model(module=module, specs=tuple(specs), layer_sqnorms=layer_sqnorms)
+    return Model(module=module, specs=tuple(specs), labels=labels)

@@ -18,7 +18,7 @@ from actlab.models import (
     fraction,
     new_aux,
     positive_int,
-    prefix_sqnorms,
+    prefix_labels,
 )
 
 
@@ -65,6 +65,6 @@ def build(*, specs, num_classes, input_shape, init, n_factors=16, hidden=(64, 32
     module = Recommender(specs=tuple(specs), num_users=num_users, num_items=num_items,
                          n_factors=n_factors, hidden=tuple(hidden), dropout=dropout,
                          init_scheme=tuple(init))
-    return Model(module=module, specs=tuple(specs), layer_sqnorms=prefix_sqnorms(len(specs)))
+    return Model(module=module, specs=tuple(specs), labels=prefix_labels(len(specs)))
 
 

@@ -20,7 +20,7 @@ from actlab.models import (
     act_site,
     new_aux,
     positive_int,
-    prefix_sqnorms,
+    prefix_labels,
     require_sequence_or_image,
 )
 
@@ -97,4 +97,4 @@ def build(*, specs, num_classes, input_shape, init, blocks=3, channels=16, preac
     require_sequence_or_image("resnet", input_shape)
     module = ResNet(specs=tuple(specs), num_classes=num_classes, blocks=blocks,
                     channels=channels, preact=preact, init_scheme=tuple(init))
-    return Model(module=module, specs=tuple(specs), layer_sqnorms=prefix_sqnorms(len(specs)))
+    return Model(module=module, specs=tuple(specs), labels=prefix_labels(len(specs)))

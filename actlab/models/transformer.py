@@ -17,7 +17,7 @@ from actlab.models import (
     act_site,
     new_aux,
     positive_int,
-    prefix_sqnorms,
+    prefix_labels,
     require_sequence_or_image,
 )
 
@@ -73,4 +73,4 @@ def build(*, specs, num_classes, input_shape, init, depth=2, dim=64, heads=4, ml
     require_sequence_or_image("transformer", input_shape)
     module = Transformer(specs=tuple(specs), num_classes=num_classes, dim=dim, heads=heads,
                          mlp_ratio=mlp_ratio, patch=patch, init_scheme=tuple(init))
-    return Model(module=module, specs=tuple(specs), layer_sqnorms=prefix_sqnorms(len(specs)))
+    return Model(module=module, specs=tuple(specs), labels=prefix_labels(len(specs)))

@@ -1,0 +1,157 @@
+"""A configuration made concrete: dataset, model, head, optimizer and the members grid."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from actlab import activations, axes, data, models
+from actlab.config import Config
+from actlab.heads import Head, head
+from actlab.optim import make_optimizer
+from actlab.step import TrainState
+
+Member = dict[str, Any]  # a member's seed and its values of the vmapped hyperparameters
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """What a configuration trains: data, model, head, optimizer, layer activations."""
+
+    config: Config
+    dataset: data.Dataset
+    model: models.Model
+    head: Head
+    tx: optax.GradientTransformation
+    specs: tuple[activations.Spec, ...]  # as configured (vmapped parameters at their base value)
+
+    @property
+    def axes(self) -> tuple[axes.Axis, ...]:
+        return self.config.train.vmap
+
+    @property
+    def members(self) -> list[Member]:
+        """Every member: its values of the vmapped hyperparameters (grid) x seeds."""
+        t = self.config.train
+        grid = itertools.product(*(a.values for a in self.axes))
+        return [{**{a.key: v for a, v in zip(self.axes, point, strict=True)}, "seed": t.seed + i}
+                for point in grid for i in range(t.seeds)]
+
+    def member_specs(self, member: Member) -> tuple[activations.Spec, ...]:
+        """The layer activations of one member, its vmapped activation parameters filled in."""
+        specs = self.specs
+        for a in self.axes:
+            specs = tuple(a.spec(sp, member[a.key]) for sp in specs)
+        return specs
+
+    def consts(self, members: list[Member]) -> dict[str, np.ndarray]:
+        """Per-member metric constants [M, L]: saturation bounds and max |phi'|."""
+        rows = []
+        for m in members:
+            specs = self.member_specs(m)
+            bounds = [sp.saturation() or (np.nan, np.nan) for sp in specs]
+            rows.append(([b[0] for b in bounds], [b[1] for b in bounds],
+                         [_dphi_max(sp) for sp in specs]))
+        lo, hi, dm = (np.asarray([r[i] for r in rows], np.float32) for i in range(3))
+        return {"sat_lo": lo, "sat_hi": hi, "dphi_max": dm}
+
+
+_DPHI_MAX_CACHE: dict[tuple, float] = {}
+
+
+def _dphi_max(sp: activations.Spec) -> float:
+    key = (sp.name, tuple(sorted(sp.fixed.items())), tuple(sorted(sp.learned.items())))
+    if key not in _DPHI_MAX_CACHE:
+        _DPHI_MAX_CACHE[key] = sp.max_abs_derivative()
+    return _DPHI_MAX_CACHE[key]
+
+
+def layer_specs(config: Config) -> tuple[activations.Spec, ...]:
+    """One activation Spec per activation site of the model."""
+    m = config.model
+    if m.activations is not None:
+        return tuple(activations.spec(a) for a in m.activations)
+    sp = activations.spec(config.activation.name, **config.activation.params)
+    return (sp,) * m.num_layers
+
+
+def resolved_init(config: Config, specs: tuple[activations.Spec, ...]) -> str:
+    """init.name, with 'auto' replaced by the first layer's recommended scheme."""
+    if config.init.name != "auto":
+        return config.init.name
+    return activations.recommended_init(specs[0].name)
+
+
+def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
+    """Load the dataset and build model, head and optimizer for `config`.
+
+    A vmapped activation parameter becomes a model parameter (learned-style, so each
+    member holds its own value) that the optimizer never updates.
+    """
+    ds = dataset or data.load(config.dataset.name, **config.dataset.params)
+    specs = layer_specs(config)
+    frozen = tuple(a.param for a in config.train.vmap if isinstance(a, axes.ActivationParam))
+    model_specs = tuple(dataclasses.replace(
+        sp, fixed={k: v for k, v in sp.fixed.items() if k not in frozen},
+        learned={**sp.learned, **{p: float(sp.fixed[p]) for p in frozen if p in sp.fixed}})
+        for sp in specs)
+    extra = {k: ds.meta[k] for k in ("num_users", "num_items") if k in ds.meta}
+    if ds.task == "rating" and config.model.name != "recommender":
+        raise models.ModelError(f"dataset '{ds.name}' holds (user, item) ratings; use "
+                                f"model=recommender")
+    model = models.build(config.model.name, specs=model_specs, num_classes=ds.num_classes,
+                         input_shape=ds.input_shape,
+                         init=(resolved_init(config, specs), config.init.distribution,
+                               config.init.gain),
+                         **config.model.params, **extra)
+
+    def is_frozen(params):
+        return model.mask(params, lambda r: r.group == "act" and r.param in frozen)
+
+    tx = make_optimizer(config.optimizer, config.train.steps,
+                        injectable_lr=any(isinstance(a, axes.LearningRate)
+                                          for a in config.train.vmap),
+                        frozen=is_frozen if frozen else None)
+    return Experiment(config=config, dataset=ds, model=model,
+                      head=head(config.model.head, ds.task, ds.meta.get("scale", 1.0)),
+                      tx=tx, specs=specs)
+
+
+def device_data(exp: Experiment) -> dict[str, jax.Array]:
+    """The dataset and the fixed probe batch, resident on the device."""
+    ds, p = exp.dataset, exp.config.train.probe_size
+    arrays = {"x_train": ds.x_train, "y_train": ds.y_train, "x_test": ds.x_test,
+              "y_test": ds.y_test, "x_probe": ds.x_train[:p], "y_probe": ds.y_train[:p]}
+    return jax.device_put(arrays)
+
+
+def initial_state(exp: Experiment, members: list[Member] | None = None) -> TrainState:
+    """Initial state for each member, stacked on a leading member axis.
+
+    Each member initialises from its seed; then each vmapped axis applies its value
+    (see actlab.axes).
+    """
+    members = exp.members if members is None else members
+    x0 = jnp.asarray(exp.dataset.x_train[:1])
+
+    def one(seed, hp, consts):
+        init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
+        params, model_state = exp.model.init(init_key, x0)
+        for a in exp.axes:
+            params = a.init_params(params, hp[a.key], exp.model)
+        opt_state = exp.tx.init(params)
+        for a in exp.axes:
+            opt_state = a.init_opt_state(opt_state, hp[a.key])
+        return TrainState(params=params, opt_state=opt_state, model_state=model_state,
+                          step=jnp.zeros((), jnp.int32),
+                          diverged_at=jnp.full((), -1, jnp.int32), key=data_key, consts=consts)
+
+    hp = {a.key: jnp.asarray([m[a.key] for m in members], jnp.float32) for a in exp.axes}
+    seeds = jnp.asarray([m["seed"] for m in members], jnp.uint32)
+    return jax.jit(jax.vmap(one))(seeds, hp, exp.consts(members))

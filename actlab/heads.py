@@ -1,0 +1,67 @@
+"""Output heads: the loss, the measures and the probabilities of each head and task.
+
+One place, used by training, evaluation, the probes and replay:
+
+- softmax: softmax cross-entropy against integer labels;
+- one_vs_all: an independent sigmoid per class, binary cross-entropy summed over classes;
+- rating (the recommender's task): one sigmoid unit against ratings scaled to [0, 1],
+  mean squared error; RMSE reported in the dataset's units (`scale`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from actlab import metrics
+
+HEADS = ("softmax", "one_vs_all")
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """loss(logits, y) -> mean loss; measures(logits, y) -> {loss, acc[, rmse]}; probs."""
+
+    loss: Callable[[jax.Array, jax.Array], jax.Array]
+    measures: Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
+    probs: Callable[[jax.Array], jax.Array]
+
+
+def _rating(scale: float) -> Head:
+    def loss(logits, y):
+        return jnp.mean((jax.nn.sigmoid(logits[:, 0]) - y) ** 2)
+
+    def measures(logits, y):
+        mse = loss(logits, y)
+        return {"loss": mse, "acc": jnp.float32(jnp.nan), "rmse": jnp.sqrt(mse) * scale}
+
+    return Head(loss, measures, jax.nn.sigmoid)
+
+
+def _classifier(loss: Callable, probs: Callable) -> Head:
+    def measures(logits, y):
+        return {"loss": loss(logits, y), "acc": metrics.accuracy(logits, y)}
+
+    return Head(loss, measures, probs)
+
+
+def _softmax_loss(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def _one_vs_all_loss(logits, y):
+    onehot = jax.nn.one_hot(y, logits.shape[-1])
+    return optax.sigmoid_binary_cross_entropy(logits, onehot).sum(-1).mean()
+
+
+def head(name: str, task: str = "classification", scale: float = 1.0) -> Head:
+    """The head named by model.head for the dataset's task."""
+    if task == "rating":
+        return _rating(scale)
+    if name == "one_vs_all":
+        return _classifier(_one_vs_all_loss, jax.nn.sigmoid)
+    return _classifier(_softmax_loss, lambda logits: jax.nn.softmax(logits, -1))

@@ -1,0 +1,143 @@
+"""The compiled program: several log steps per call, every member at once.
+
+`make_program(exp, per_call)` returns `call(state, d, plan) -> (state, m)`, jitted with
+the state donated. `plan` (from `plan_arrays`) holds, for each of the call's
+`per_call` slots, the plain-step count, whether the measured step's update is
+applied, whether the slot is used at all, and which periodic measurements
+(eval, probes) run. Each slot measures theta_t, applies that step's update, and
+runs its plain steps in a fori_loop with a traced trip count, so one program
+serves every interval, the remainder and the final measurement. `m` holds the
+slots' measurements stacked [members, per_call, ...].
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from actlab import step
+from actlab.experiment import Experiment
+from actlab.schedule import Call
+
+MAP_ON_CPU = ("cnn", "resnet", "transformer")  # batched convolutions/attention: slower on CPU
+
+
+def member_loop(exp: Experiment) -> str:
+    """'vmap' or 'map': how the program runs its members (train.member_loop, auto resolved).
+
+    Both give each member the same computation. vmap batches them into one set of
+    wider operations; XLA's CPU backend runs batched (grouped) convolutions and
+    attention slower than the same operations one member at a time, so auto maps
+    over members for those models on a single CPU device. Members sharded over
+    several devices need vmap.
+    """
+    choice = exp.config.train.member_loop
+    if choice != "auto":
+        return choice
+    single_cpu = jax.default_backend() == "cpu" and jax.local_device_count() == 1
+    return "map" if single_cpu and exp.config.model.name in MAP_ON_CPU else "vmap"
+
+
+def over_members(fn: Callable, how: str) -> Callable:
+    """fn(state, *shared) for one member, lifted to states with a leading member axis.
+
+    how: "vmap" (batched) or "map" (one member after another). A single member runs
+    without the axis (XLA's batched dots over a size-1 axis are slower than plain
+    ones); squeezing and restoring the axis are free reshapes.
+    """
+    def lifted(state, *shared):
+        if jax.tree.leaves(state)[0].shape[0] == 1:
+            out = fn(jax.tree.map(lambda a: a[0], state), *shared)
+            return jax.tree.map(lambda a: a[None], out)
+        if how == "map":
+            return jax.lax.map(lambda s: fn(s, *shared), state)
+        return jax.vmap(fn, in_axes=(0, *[None] * len(shared)))(state, *shared)
+
+    return lifted
+
+
+def measurement_names(exp: Experiment) -> tuple[str, ...]:
+    """The periodic measurements a slot can switch on: eval and each active probe."""
+    return ("eval", *exp.config.probes.active)
+
+
+def plan_arrays(call: Call, per_call: int, names: tuple[str, ...]) -> dict[str, Any]:
+    """A call's slots as arrays of length per_call (unused slots padded, inactive)."""
+    pad = per_call - len(call.slots)
+    if pad < 0:
+        raise ValueError(f"a call of {len(call.slots)} slots in a program of {per_call}")
+
+    def col(values, dtype):
+        return np.asarray(list(values) + [0] * pad, dtype)
+
+    return {"n_plain": col((s.n_plain for s in call.slots), np.int32),
+            "apply": col((s.apply for s in call.slots), bool),
+            "active": col((True for _ in call.slots), bool),
+            "on": {n: col((s.on.get(n, False) for s in call.slots), bool) for n in names}}
+
+
+def make_program(exp: Experiment, per_call: int = 1) -> Callable:
+    """The jitted, member-mapped program of `per_call` slots (state donated)."""
+    cfg = exp.config
+    model, head, tx = exp.model, exp.head, exp.tx
+    batch_size, selected = cfg.train.batch_size, cfg.train.metrics
+    loss = step.loss_fn(model, head)
+    train_step = functools.partial(step.train_step, model=model, tx=tx, loss_fn=loss)
+    evaluate = functools.partial(step.evaluate, model=model, head=head)
+    active = cfg.probes.active
+    probes = {}
+    if "hessian" in active:
+        probes["hessian"] = functools.partial(step.hessian_probe, model=model, head=head,
+                                              iters=active["hessian"].iters)
+    if "noise_scale" in active:
+        probes["noise_scale"] = functools.partial(step.noise_probe, model=model, head=head,
+                                                  chunk=active["noise_scale"].chunk)
+
+    def plain(state, d):
+        batch = step.draw_batch(state, d["x_train"], d["y_train"], batch_size)
+        return train_step(state, batch, step.stream_key(state, step.STREAM_DROPOUT))[0]
+
+    def measured(state, d, apply, on):
+        batch = step.draw_batch(state, d["x_train"], d["y_train"], batch_size)
+        eps = (step.zero_perturbation(model, state.params, state.model_state, batch[0])
+               if "delta_norm" in selected else None)
+        new, out = train_step(state, batch, step.stream_key(state, step.STREAM_DROPOUT),
+                              apply=apply, eps=eps)
+        m = step.measure(state, out, d["x_probe"], d["y_probe"], model=model, head=head,
+                         selected=selected)
+        m.update(step.switched(evaluate, on["eval"], state.params, state.model_state,
+                               d["x_test"], d["y_test"]))
+        key = step.stream_key(state, step.STREAM_PROBE)
+        for name, fn in probes.items():
+            m.update(step.switched(fn, on[name], state.params, state.model_state,
+                                   d["x_probe"], d["y_probe"], key))
+        m["diverged_at"] = new.diverged_at
+        return new, m
+
+    def slot(state, d, s):
+        state, m = measured(state, d, s["apply"], s["on"])
+        state = jax.lax.fori_loop(0, s["n_plain"], lambda _, st: plain(st, d), state)
+        return state, m
+
+    def one_member(state, d, plan):
+        if per_call == 1:
+            state, m = slot(state, d, jax.tree.map(lambda a: a[0], plan))
+            return state, jax.tree.map(lambda a: a[None], m)
+
+        def body(state, s):
+            def skip(st):  # an unused slot of the call's tail: nothing runs
+                shapes = jax.eval_shape(slot, st, d, s)[1]
+                return st, jax.tree.map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype)
+                                        if jnp.issubdtype(a.dtype, jnp.floating)
+                                        else jnp.zeros(a.shape, a.dtype), shapes)
+
+            return jax.lax.cond(s["active"], lambda st: slot(st, d, s), skip, state)
+
+        return jax.lax.scan(body, state, plan)
+
+    return jax.jit(over_members(one_member, member_loop(exp)), donate_argnums=0)

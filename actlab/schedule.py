@@ -1,0 +1,108 @@
+"""Which steps are measured, evaluated, probed and checkpointed, and how calls group them.
+
+Pure functions of the configuration's numbers, so every awkward combination
+(steps not a multiple of log_every, intervals that do not divide each other, a
+resume from the middle) can be tested without running anything.
+
+- Log steps: 0, log_every, 2 log_every, ... and always the last step `steps`.
+- A periodic measurement with interval e (evaluation, each probe, checkpoints)
+  happens on the first log step at or after each multiple of e, and for
+  evaluation and probes also at step 0 and at the end (e = 0: only then).
+- Checkpoints: on the log steps due by checkpoint_every, and at the end.
+- A program call runs `per_call` log steps: each a measured step then the plain
+  steps up to the next log step. A checkpoint step starts a new call, so the
+  state saved is the state before that step's measurement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """One log step of a call: measure at `step`, then `n_plain` plain steps."""
+
+    step: int
+    n_plain: int
+    apply: bool  # False for the final measurement (its update is not applied)
+    on: Mapping[str, bool]  # which periodic measurements (eval, probes) run here
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One program call: up to per_call slots; save a checkpoint before it when asked."""
+
+    slots: tuple[Slot, ...]
+    checkpoint: bool = False
+
+    @property
+    def steps_done(self) -> int:
+        """Updates applied by the call."""
+        return sum(s.n_plain + s.apply for s in self.slots)
+
+
+def log_steps(steps: int, log_every: int) -> list[int]:
+    """Every log step: multiples of log_every below `steps`, then `steps` itself."""
+    return list(range(0, steps, log_every)) + [steps]
+
+
+def due(every: int, steps: list[int], j: int, ends: bool = True) -> bool:
+    """Whether the measurement with interval `every` runs at log step steps[j].
+
+    True on the first log step at or after each multiple of `every`; with `ends`,
+    also at the first and the last log step.
+    """
+    t = steps[j]
+    if ends and (j == 0 or j == len(steps) - 1):
+        return True
+    return every > 0 and j > 0 and t // every > steps[j - 1] // every
+
+
+def plan(steps: int, log_every: int, every: Mapping[str, int], checkpoint_every: int = 0,
+         per_call: int = 1, start: int | None = None) -> list[Call]:
+    """The program calls of a run (from log step `start` when resuming).
+
+    `every` maps each periodic measurement (eval, probe names) to its interval.
+    """
+    ts = log_steps(steps, log_every)
+    j0 = ts.index(start) if start is not None else 0
+    calls: list[Call] = []
+    current: list[Slot] = []
+    ckpt = False
+    for j in range(j0, len(ts)):
+        t = ts[j]
+        final = j == len(ts) - 1
+        save = checkpoint_every > 0 and j > j0 and due(checkpoint_every, ts, j)
+        if current and (save or len(current) == per_call):
+            calls.append(Call(tuple(current), ckpt))
+            current, ckpt = [], False
+        if save:
+            ckpt = True
+        current.append(Slot(t, 0 if final else ts[j + 1] - t - 1, not final,
+                            {k: due(e, ts, j) for k, e in every.items()}))
+    calls.append(Call(tuple(current), ckpt))
+    return calls
+
+
+def auto_per_call(log_every: int, steps_per_call: int = 100, most: int = 16) -> int:
+    """Log steps per call so that a call covers about `steps_per_call` steps (1 to `most`)."""
+    return max(1, min(most, math.ceil(steps_per_call / log_every)))
+
+
+class Every:
+    """True at most once every `seconds` (the first call included)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.perf_counter):
+        self.seconds, self.clock = seconds, clock
+        self.last = -math.inf
+
+    def __call__(self) -> bool:
+        now = self.clock()
+        if now - self.last >= self.seconds:
+            self.last = now
+            return True
+        return False

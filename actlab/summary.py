@@ -1,0 +1,127 @@
+"""Host side of the measurements: records, per-member convergence summaries, aggregates.
+
+`to_records` flattens one log step's metrics into one record per member;
+`Tracker` turns a member's records into its convergence summary; `aggregate`
+gives mean, std and a 95% bootstrap interval over members (analysis imports
+`bootstrap_ci` from here).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from actlab import axes
+from actlab.config import Config, Target
+from actlab.files import clean
+
+PER_MEMBER_SUMMARY = ("final_train_loss", "final_eval_loss", "final_eval_acc", "best_eval_acc",
+                      "steps_to_target", "time_to_target", "time_to_target_excl_compile",
+                      "loss_auc", "diverged_at")
+
+
+def bootstrap_ci(values: Iterable[float], level: float = 0.95, n: int = 2000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
+    if len(v) == 0:
+        return (np.nan, np.nan)
+    if len(v) == 1:
+        return (float(v[0]), float(v[0]))
+    rng = np.random.default_rng(seed)
+    means = rng.choice(v, (n, len(v)), replace=True).mean(1)
+    a = (1 - level) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+
+
+class Tracker:
+    """Convergence summary of one member, updated record by record."""
+
+    def __init__(self, member: dict[str, Any], target: Target | None):
+        self.member, self.target = dict(member), target
+        self.compile_seconds = 0.0
+        self.losses: list[float] = []
+        self.s: dict[str, Any] = dict.fromkeys(PER_MEMBER_SUMMARY)
+
+    def update(self, r: dict[str, Any]) -> None:
+        if r.get("train/loss") is not None:
+            self.losses.append(r["train/loss"])
+            self.s["final_train_loss"] = r["train/loss"]
+            self.s["loss_auc"] = float(np.mean(self.losses))
+        if "eval/acc" in r:
+            self.s["final_eval_loss"], self.s["final_eval_acc"] = r["eval/loss"], r["eval/acc"]
+            best = self.s["best_eval_acc"]
+            if r["eval/acc"] is not None and (best is None or r["eval/acc"] > best):
+                self.s["best_eval_acc"] = r["eval/acc"]
+        t = self.target
+        if (t and self.s["steps_to_target"] is None and r.get(t.key) is not None
+                and t.met(r[t.key])):
+            self.s["steps_to_target"], self.s["time_to_target"] = r["step"], r["wall_time"]
+            self.s["time_to_target_excl_compile"] = round(r["wall_time"] - self.compile_seconds,
+                                                          4)
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.member, **self.s}
+
+
+def aggregate(members: list[dict[str, Any]], ci: bool = True) -> dict[str, Any]:
+    """Mean, std, count and 95% bootstrap interval of the mean over members, per field.
+
+    With ci=False (the summaries written while training runs) the interval is
+    left out: resampling at every log step would take host time from training.
+    """
+    out: dict[str, Any] = {}
+    for k in PER_MEMBER_SUMMARY:
+        vals = [m[k] for m in members if isinstance(m.get(k), (int, float))]
+        out[k] = {"mean": float(np.mean(vals)) if vals else None,
+                  "std": float(np.std(vals)) if vals else None, "n": len(vals),
+                  "ci95": list(bootstrap_ci(vals)) if vals and ci else None}
+    return out
+
+
+def to_records(m: dict[str, np.ndarray], step: int, wall: float,
+               members: list[dict[str, Any]], on: dict[str, bool]) -> list[dict[str, Any]]:
+    """Flatten one chunk's metrics ([members, ...] arrays) into per-member records.
+
+    Each record carries the member's seed and its vmapped hyperparameter values.
+    Members that diverged before `step` are frozen and get no more records.
+    Keys of switched-off measurements (`<name>/...` with on[name] false) are left out.
+    """
+    off = tuple(f"{k}/" for k, v in on.items() if not v)
+    names: list[str] = []
+    cols = []
+    for k, v in m.items():  # one [members, keys] table, converted to Python floats at once
+        if k == "diverged_at" or (off and k.startswith(off)):
+            continue
+        v = np.asarray(v)
+        if v.ndim == 1:
+            names.append(k)
+            cols.append(v[:, None])
+        else:
+            flat = v.reshape(v.shape[0], -1)
+            names += [f"{k}/{l}" for l in range(flat.shape[1])]
+            cols.append(flat)
+    table = np.concatenate(cols, 1).astype(np.float64).tolist() if cols else [[]] * len(members)
+    div = np.asarray(m["diverged_at"])
+    records = []
+    for i, member in enumerate(members):
+        if 0 <= div[i] < step:
+            continue
+        r: dict[str, Any] = {"step": step, **clean(member), "wall_time": round(wall, 4),
+                             "member": i}
+        r.update(zip(names, (x if math.isfinite(x) else None for x in table[i]), strict=True))
+        records.append(r)
+    return records
+
+
+def run_group(config: Config) -> str:
+    """A short name of the configuration (W&B group): what differs from the defaults."""
+    lr_swept = any(isinstance(a, axes.LearningRate) for a in config.train.vmap)
+    parts = [config.activation.name, config.model.name, f"d{config.model.depth}",
+             config.dataset.name, f"{config.optimizer.name}"
+             + (f"@{config.optimizer.lr:g}" if not lr_swept else "")]
+    parts += [f"{k}={v}" for k, v in sorted(config.activation.params.items())]
+    return " ".join(parts)
