@@ -166,7 +166,11 @@ def _metrics(key: str, v: Any) -> tuple[str, ...]:
 
 
 def _resume(key: str, v: Any) -> bool | str:
-    return v if v == "auto" else _bool(key, v)
+    if v == "auto" or isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    raise ConfigError(f"{key} must be true, false or auto, got {v!r}")
 
 
 def _per_call(key: str, v: Any) -> int | str:

@@ -156,7 +156,7 @@ def activation_grid(names: Sequence[str], xlim: float = 5.0, cols: int = 6) -> F
 
     rows = math.ceil(len(names) / cols)
     fig, axes = _subplots(rows, cols, figsize=(2.3 * cols, 2.0 * rows), squeeze=False,
-                             sharex=True)
+                          sharex=True)
     x = jnp.linspace(-xlim, xlim, 801)
     for ax, name in zip(axes.flat, names, strict=False):
         sp = activations.spec(name)
@@ -216,7 +216,7 @@ def layer_profile(df: pd.DataFrame, metric: str = "grad_norm", step: str | int =
     sel = _at_step(df[(df["metric"] == metric) & df["layer"].notna()], step)
     depths = sorted(sel["depth"].dropna().unique()) or [None]
     fig, axes = _subplots(1, len(depths), figsize=(3.6 * len(depths), 3.2), squeeze=False,
-                             sharey=True)
+                          sharey=True)
     for ax, depth in zip(axes[0], depths, strict=True):
         part = sel if depth is None else sel[sel["depth"] == depth]
         for key, g in part.groupby(by, sort=True):
@@ -267,7 +267,7 @@ def dead_saturated(df: pd.DataFrame, by: str = "activation") -> Figure:
     sel = df[df["metric"].isin(["dead_frac", "sat_frac"]) & df["layer"].notna()]
     keys = sorted(sel[by].unique(), key=str)
     fig, axes = _subplots(len(keys), 2, figsize=(8, 2.2 * len(keys) + 0.4), squeeze=False,
-                             sharex=True, sharey=True)
+                          sharex=True, sharey=True)
     cmap = mpl.colormaps["viridis"]
     for row, key in zip(axes, keys, strict=True):
         for ax, metric in zip(row, ("dead_frac", "sat_frac"), strict=True):
@@ -290,7 +290,7 @@ def dead_saturated(df: pd.DataFrame, by: str = "activation") -> Figure:
 def learning_curves(df: pd.DataFrame, metrics: Sequence[str] = ("train/loss", "eval/acc"),
                     by: str = "activation", band: str = "std") -> Figure:
     """Loss/accuracy over steps, mean over seeds with a band (std, or 95% bootstrap 'ci')."""
-    from actlab.analysis import bootstrap_ci
+    from actlab.summary import bootstrap_ci
 
     fig, axes = _subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
@@ -323,7 +323,7 @@ def convergence(summ: pd.DataFrame, by: str = "activation", hue: str = "depth") 
     Groups where no member reached the target are drawn as open markers at the
     right edge, labelled 'not reached'; partial success is annotated k/n.
     """
-    from actlab.analysis import bootstrap_ci
+    from actlab.summary import bootstrap_ci
 
     keys = sorted(summ[by].unique(), key=str)
     hues = sorted(summ[hue].unique(), key=str) if hue in summ else [None]
@@ -358,7 +358,7 @@ def convergence(summ: pd.DataFrame, by: str = "activation", hue: str = "depth") 
     ax.invert_yaxis()
     if hues != [None]:
         handles = [Line2D([], [], marker=markers[j % 8], color="0.35", ls="none",
-                                           label=f"{hue}={h}") for j, h in enumerate(hues)]
+                          label=f"{hue}={h}") for j, h in enumerate(hues)]
         ax.legend(handles=handles, loc="lower right")
     fig.tight_layout()
     return fig
@@ -370,7 +370,7 @@ def distributions(captures: Mapping[int, np.ndarray], title: str = "pre-activati
     """Violin plot per layer of a captured quantity ([L, P, W] per step), one panel per step."""
     steps = sorted(captures)
     fig, axes = _subplots(1, len(steps), figsize=(3.6 * len(steps), 3.0), squeeze=False,
-                             sharey=True)
+                          sharey=True)
     for ax, step in zip(axes[0], steps, strict=True):
         arr = np.asarray(captures[step])
         layers = np.linspace(0, len(arr) - 1, min(len(arr), max_layers)).round().astype(int)

@@ -35,7 +35,7 @@ def _registered(label: str) -> str | None:
 
 def _replay_figures(summ: pd.DataFrame, out: Path, max_runs: int) -> list[tuple[str, str]]:
     """Pre-activation distributions and (for 2-D inputs) decision boundaries, by replay."""
-    from actlab import train
+    from actlab import replay
     from actlab.config import Config
 
     figs: list[tuple[str, str]] = []
@@ -45,12 +45,12 @@ def _replay_figures(summ: pd.DataFrame, out: Path, max_runs: int) -> list[tuple[
         try:
             cfg = Config.from_dict(analysis.run_config(row.run))
             steps = sorted({0, cfg.train.steps // 4, cfg.train.steps})
-            exp, snaps = train.replay(cfg, steps)
+            exp, snaps = replay.replay(cfg, steps)
         except Exception as e:  # a run this version cannot rebuild: say so, keep going
             figs.append((f"replay of {row.run} skipped: {e}", ""))
             continue
         probe = exp.dataset.x_train[: cfg.train.probe_size]
-        zs = {s: train.forward(exp, p, probe)["z"] for s, p in snaps.items()}
+        zs = {s: replay.forward(exp, p, probe)["z"] for s, p in snaps.items()}
         name = f"distribution_{i}.png"
         fig = plots.distributions(zs, title=f"z ({row.activation}, depth {row.depth})")
         plots.savefig(fig, out / name)
@@ -69,7 +69,7 @@ def _replay_figures(summ: pd.DataFrame, out: Path, max_runs: int) -> list[tuple[
                 x_raw = ds.x_test * ds.std + ds.mean
 
                 def predict(x, exp=exp, params=params):
-                    return train.forward(exp, params, x)["probs"][:, 1]
+                    return replay.forward(exp, params, x)["probs"][:, 1]
 
                 plots.decision_boundary(predict, x_raw, ds.y_test, ds.mean, ds.std, ax=ax,
                                         title=f"{row.activation} d{row.depth}")

@@ -18,7 +18,8 @@ from actlab.config import Config
 from actlab.summary import Tracker
 
 # keys that may change between a run and its resumption
-RESUMABLE_KEYS = {"train": ("resume", "checkpoint_every", "checkpoint_keep"), "logger": None}
+RESUMABLE_KEYS = {"train": ("resume", "checkpoint_every", "checkpoint_keep", "log_steps_per_call"),
+                  "logger": None}
 
 
 class RunDirError(RuntimeError):

@@ -2,7 +2,7 @@
 
 `to_records` flattens one log step's metrics into one record per member;
 `Tracker` turns a member's records into its convergence summary; `aggregate`
-gives mean, std and a 95% bootstrap interval over members (analysis imports
+gives mean, std and a 95% bootstrap interval over members (the plots import
 `bootstrap_ci` from here).
 """
 

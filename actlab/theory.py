@@ -13,15 +13,17 @@ with z, z1, z2 independent standard normals, u1 = sqrt(q*) z1 and
 u2 = sqrt(q*) (c z1 + sqrt(1 - c^2) z2). chi1 is also the factor by which the expected squared
 norm of the backward signal changes per layer (Schoenholz et al. 2017; Pennington et al. 2017).
 
-Expectations use composite Gauss-Legendre quadrature against the Gaussian density, split at
-the kinks of phi (where phi, phi' or phi'' jumps, located numerically): over z for one
-variable, in polar coordinates for two, where the lines u1 = 0 and u2 = 0 become angles.
-Kinked functions (relu, selu, hard_tanh) are thus integrated as accurately as smooth ones.
-phi and phi' come from the registry's Spec, or from a plain callable and jax.jvp, in float64.
+q* is the stable fixed point that q = 1 flows to (1 by convention where every q is fixed, as
+for relu at sigma_w2 = 2, sigma_b2 = 0); where q grows without bound there is none. Expectations
+are composite Gauss-Legendre sums split at the kinks of phi (found numerically), over z for one
+variable and in polar coordinates for two, so kinked functions (relu, selu, hard_tanh) are
+integrated as accurately as smooth ones. phi and phi' come in float64 from the registry's Spec,
+or from a plain callable and jax.jvp.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -35,13 +37,12 @@ from actlab import activations
 Act = str | activations.Spec | Callable[..., Any]
 
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(12)
-_Z = 10.0  # |z| cut-off of the one-variable rule (Gaussian tail mass ~ 1e-23)
-_Z_EDGES = np.linspace(-_Z, _Z, 41)
+_Z_EDGES = np.linspace(-10.0, 10.0, 41)  # one-variable rule: |z| <= 10, tail mass ~ 1e-23
 _X_EDGES = np.array([-8.0, -4.0, -2.0, -1.0, 1.0, 2.0, 4.0, 8.0])  # phi's own scale, for big q
 _R_EDGES = np.arange(0.0, 10.0)  # radial panels of the two-variable rule, r <= 9
-_TH_EDGES = np.arange(8) * np.pi / 4
-_Q_FLOOR = 1e-12  # q* = 0 is evaluated as this (the q -> 0+ limit)
-_Q_GRID = 4.0 ** np.arange(-20, 28)  # where the length map is scanned, 1e-12 .. 2e16
+_TH_EDGES = np.arange(9) * np.pi / 4
+_Q_FLOOR = 1e-24  # q* = 0 is evaluated as this (the q -> 0+ limit)
+_Q_GRID = 4.0 ** np.arange(-19, 28)  # where the length map is scanned, 4e-12 .. 2e16
 _W_GRID = np.geomspace(1e-3, 1e5, 65)  # where chi1 = 1 is scanned for
 
 
@@ -55,54 +56,43 @@ class _Phi:
     def __init__(self, fn: Callable, name: str):
         self.name = name
         with jax.enable_x64(True):
-            f = jax.jit(fn)
-            fd = jax.jit(lambda x: jax.jvp(fn, (x,), (jnp.ones_like(x),)))
+            self._fd = jax.jit(lambda x: jax.jvp(fn, (x,), (jnp.ones_like(x),)))
             try:
-                fd(jnp.zeros(4))
-                self._f, self._fd = f, fd
+                self._fd(jnp.zeros(4))
             except (TypeError, jax.errors.JAXTypeError):  # numpy-only phi: central differences
-                self._f = lambda x: np.asarray(fn(np.asarray(x)), np.float64)
-                self._fd = lambda x: (self._f(x), (self._f(x + (h := 1e-5 * (1 + np.abs(x))))
-                                                   - self._f(x - h)) / (2 * h))
-        self.kinks = _find_kinks((self.f, lambda x: self.fd(x)[1]))
+                f = lambda x: np.asarray(fn(np.asarray(x)), np.float64)  # noqa: E731
+                self._fd = lambda x: (f(x), (f(x + (h := 1e-5 * (1 + abs(x)))) - f(x - h)) / h / 2)
+        self.kinks = _find_kinks(self.fd)
 
-    def _call(self, g: Callable, x: np.ndarray):
+    def fd(self, x) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, np.float64)
-        n = x.size  # padded to 4 sizes per octave so the jitted functions compile a few times
-        step = max(256, 1 << max(0, (n - 1).bit_length() - 2))
-        buf = np.zeros(-(-n // step) * step)
+        n = x.size  # padded to 2^12 or to chunks of 2^16: two shapes to compile
+        size = 1 << 12 if n <= 1 << 12 else 1 << 16
+        buf = np.zeros(-(-n // size) * size)
         buf[:n] = x.ravel()
         with jax.enable_x64(True):
-            out = g(buf)
-        return tuple(np.asarray(o, np.float64)[:n].reshape(x.shape) for o in out)
-
-    def f(self, x: np.ndarray) -> np.ndarray:
-        return self._call(lambda u: (self._f(u),), x)[0]
-
-    def fd(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._call(self._fd, x)
+            outs = [self._fd(chunk) for chunk in buf.reshape(-1, size)]
+        return tuple(np.concatenate([o[i] for o in outs])[:n].reshape(x.shape) for i in (0, 1))
 
 
-def _find_kinks(fns: tuple, lo: float = -50.0, hi: float = 50.0) -> np.ndarray:
+def _find_kinks(fd: Callable) -> np.ndarray:
     """Points where phi, phi' or phi'' jumps: outlying second differences, refined by zooming."""
-    found, todo = [0.0], [(lo, hi, 6401)]
+    found, todo = [0.0], [(-50.0, 50.0, 6401)]
     while todo and len(found) < 33:
         a, b, n = todo.pop()
         x = np.linspace(a, b, n)
-        d = np.stack([np.abs(np.diff(f(x), 2)) for f in fns])
-        pad = np.zeros((len(fns), 3))
-        nb = np.maximum(np.hstack([pad, d[:, :-3]]), np.hstack([d[:, 3:], pad]))
+        d = np.abs(np.diff(np.stack(fd(x)), 2))
+        nb = np.maximum(np.pad(d, ((0, 0), (3, 0)))[:, :-3], np.pad(d, ((0, 0), (0, 3)))[:, 3:])
         hit = np.flatnonzero(((d > 1e-10) & (d > 8 * nb)).any(0))
         if n < 6401 and hit.size == 0:
-            found.append(0.5 * (a + b))  # the jump is inside [a, b] but below resolution
-            continue
+            found.append(0.5 * (a + b))  # the jump is inside [a, b], below resolution
         for grp in np.split(hit, np.flatnonzero(np.diff(hit) > 2) + 1) if hit.size else []:
             a2, b2 = x[max(grp[0] - 1, 0)], x[min(grp[-1] + 3, n - 1)]
-            if b2 - a2 < 1e-8 * (1 + abs(a2)):
-                m = 0.5 * (a2 + b2)
-                found.append(round(m, 6) if abs(round(m, 6) - m) < b2 - a2 else m)
-            else:
+            m = 0.5 * (a2 + b2)
+            if b2 - a2 > 1e-8 * (1 + abs(m)):
                 todo.append((a2, b2, 65))
+            else:
+                found.append(round(m, 6) if abs(round(m, 6) - m) < b2 - a2 else m)
     k = np.unique(np.round(found, 12))
     return k[np.argsort(np.abs(k), kind="stable")][:17]
 
@@ -116,85 +106,78 @@ def _resolve(act: Act | _Phi, params: Mapping[str, Any] | None = None) -> _Phi:
         return act
     if isinstance(act, str):
         act = activations.spec(act, **dict(params or {}))
+    elif params:
+        raise TheoryError("params go with a registered name; a Spec or a callable carries its own")
     if isinstance(act, activations.Spec):
-        sp = act
-        key = (sp.name, tuple(sorted(sp.fixed.items())), tuple(sorted(sp.learned.items())))
-        fn, name = (lambda x: sp(x, **sp.learned)), sp.name
+        key = (act.name, tuple(sorted(act.fixed.items())), tuple(sorted(act.learned.items())))
+        fn, name = (lambda x, sp=act: sp(x, **sp.learned)), act.name
     elif callable(act):
         key, fn, name = act, act, getattr(act, "__name__", repr(act))
     else:
         raise TheoryError(f"act must be a name, a Spec or a callable, not {type(act).__name__}")
     try:
-        if key not in _CACHE:
-            _CACHE[key] = _Phi(fn, name)
-        return _CACHE[key]
+        return _CACHE[key] if key in _CACHE else _CACHE.setdefault(key, _Phi(fn, name))
     except TypeError:  # unhashable parameters
         return _Phi(fn, name)
 
 
-def _panels(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss-Legendre nodes and weights on the panels between sorted edges (last axis)."""
-    a, b = edges[..., :-1, None], edges[..., 1:, None]
-    h = 0.5 * (b - a)
-    shape = edges.shape[:-1] + (-1,)
+def _panels(base: np.ndarray, cuts: np.ndarray, lo: float, hi: float):
+    """Gauss-Legendre nodes and weights on base edges refined by cuts (last axis) in [lo, hi]."""
+    cuts = np.clip(cuts, lo, hi)
+    e = np.sort(np.concatenate([np.broadcast_to(base, cuts.shape[:-1] + base.shape), cuts], -1))
+    a, h = e[..., :-1, None], 0.5 * np.diff(e)[..., None]
+    shape = e.shape[:-1] + (-1,)
     return (a + h * (1 + _GL_X)).reshape(shape), (h * _GL_W).reshape(shape)
 
 
-def _moments(phi: _Phi, q: np.ndarray, deriv: bool = True):
+def _moments(phi: _Phi, q, deriv: bool = True):
     """E[phi^2], and with deriv E[phi'^2] and the slope E[z phi phi']/sqrt(q), at x = sqrt(q) z."""
     rq = np.sqrt(np.maximum(np.asarray(q, np.float64), _Q_FLOOR))[..., None]
-    cuts = np.clip(np.concatenate([_X_EDGES, phi.kinks]) / rq, -_Z, _Z)
-    edges = np.sort(np.concatenate([np.broadcast_to(_Z_EDGES, cuts.shape[:-1] + (41,)), cuts],
-                                   -1), -1)
-    z, w = _panels(edges)
+    z, w = _panels(_Z_EDGES, np.concatenate([_X_EDGES, phi.kinks]) / rq, -10.0, 10.0)
     w = w * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    if not deriv:
-        return (w * phi.f(rq * z) ** 2).sum(-1)
     f, d = phi.fd(rq * z)
+    if not deriv:
+        return (w * f * f).sum(-1)
     return (w * f * f).sum(-1), (w * d * d).sum(-1), (w * z * f * d).sum(-1) / rq[..., 0]
 
 
-def _kernel2(phi: _Phi, q1, q2, c, deriv: bool = False) -> np.ndarray:
+def _kernel2(phi: _Phi, q1, q2, c, deriv: bool = False):
     """E[phi(u1) phi(u2)] (and E[phi' phi'] with deriv) for Var u = q1, q2 and correlation c."""
     q1, q2, c = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (q1, q2, c)))
-    s1, s2 = np.sqrt(np.maximum(q1, _Q_FLOOR)), np.sqrt(np.maximum(q2, _Q_FLOOR))
+    s1, s2 = (np.sqrt(np.maximum(v, _Q_FLOOR))[..., None] for v in (q1, q2))
     c = np.clip(c, -1.0, 1.0)
     t0, s = np.arccos(c), np.sqrt(1.0 - c * c)
-    # u1 = s1 r cos(t), u2 = s2 r cos(t - t0): split t where u1 or u2 is 0, and where kinks of
-    # u1 and u2 fall at the same radius.
-    ang = [t0 + k * np.pi / 2 for k in (1, 3)] + [np.full(c.shape, np.pi / 2 * k) for k in (1, 3)]
+    # u1 = s1 r cos(t), u2 = s2 r cos(t - t0): split t where u2 is 0 (u1 is 0 at multiples of
+    # pi/2, in _TH_EDGES), where a kink of u1 and one of u2 fall at the same radius, and near
+    # the zeros where a kink's radius k / |u/r| sweeps through r = 1.5, 3, 6.
+    ang = [t0 + np.pi / 2, t0 + 3 * np.pi / 2]
     knz = phi.kinks[phi.kinks != 0]
     for k1 in knz:
         for k2 in knz:
-            a = np.arctan2(k2 * s1 - k1 * s2 * c, k1 * s2 * s)
+            a = np.arctan2(k2 * s1[..., 0] - k1 * s2[..., 0] * c, k1 * s2[..., 0] * s)
             ang += [a, a + np.pi]
-    ang = np.sort(np.mod(np.concatenate([np.stack(ang, -1), np.broadcast_to(
-        _TH_EDGES, c.shape + (8,))], -1), 2 * np.pi), -1)
-    th, wth = _panels(np.concatenate([ang, ang[..., :1] + 2 * np.pi], -1))
-    cos1, cos2 = np.cos(th), np.cos(th - t0[..., None])
-    with np.errstate(divide="ignore"):
-        cuts = [k / (s1[..., None] * cos1) for k in knz] + [k / (s2[..., None] * cos2) for k in knz]
-        cuts += [x / np.abs(sc * cs) for x in (1.0, 3.0) for sc, cs in
-                 ((s1[..., None], cos1), (s2[..., None], cos2))]
-    cuts = np.clip(np.stack(cuts, -1), 0.0, _R_EDGES[-1])
-    r, wr = _panels(np.sort(np.concatenate(
-        [np.broadcast_to(_R_EDGES, cuts.shape[:-1] + _R_EDGES.shape), cuts], -1), -1))
-    u1 = (s1[..., None] * cos1)[..., None] * r
-    u2 = (s2[..., None] * cos2)[..., None] * r
+    for k, (sv, z0), r in itertools.product(np.unique(abs(knz)), ((s1, 0), (s2, t0)), (1.5, 3, 6)):
+        d = np.arcsin(np.minimum(1.0, k / (sv[..., 0] * r)))
+        ang += [z0 + h * np.pi / 2 + sg * d for h in (1, 3) for sg in (1, -1)]
+    th, wth = _panels(_TH_EDGES, np.mod(np.stack(ang, -1), 2 * np.pi), 0.0, 2 * np.pi)
+    x1, x2 = s1 * np.cos(th), s2 * np.cos(th - t0[..., None])  # u1 / r, u2 / r
+    with np.errstate(divide="ignore"):  # radii of the kinks, and of |u| = 1, 3 for scale
+        cuts = [k / x for k in knz for x in (x1, x2)] + [k / abs(x) for k in (1, 3)
+                                                          for x in (x1, x2)]
+    r, wr = _panels(_R_EDGES, np.stack(cuts, -1), 0.0, _R_EDGES[-1])
     wr = wr * r * np.exp(-0.5 * r * r) * wth[..., None] / (2 * np.pi)
-    if not deriv:
-        return (wr * phi.f(u1) * phi.f(u2)).sum((-1, -2))
-    (f1, d1), (f2, d2) = phi.fd(u1), phi.fd(u2)
-    return (wr * f1 * f2).sum((-1, -2)), (wr * d1 * d2).sum((-1, -2))
+    (f1, d1), (f2, d2) = phi.fd(x1[..., None] * r), phi.fd(x2[..., None] * r)
+    k = (wr * f1 * f2).sum((-1, -2))
+    return (k, (wr * d1 * d2).sum((-1, -2))) if deriv else k
 
 
-def _root(f: Callable, lo, hi, flo, fhi, rtol: float = 1e-15, atol: float = 0.0):
+def _root(f: Callable, lo, hi, flo, fhi, rtol: float = 1e-15):
     """Vectorised Illinois (modified regula falsi) root of f in [lo, hi]; returns x, lo, hi."""
     lo, hi, flo, fhi = (np.array(v, np.float64) for v in (lo, hi, flo, fhi))
     lo, hi = np.where(fhi == 0, hi, lo), np.where(flo == 0, lo, hi)
     side = np.zeros(lo.shape)
     for _ in range(200):
-        done = hi - lo <= rtol * np.maximum(abs(lo), abs(hi)) + atol
+        done = hi - lo <= rtol * np.maximum(abs(lo), abs(hi))
         if done.all():
             break
         x = (lo * fhi - hi * flo) / np.where(done, 1.0, fhi - flo)
@@ -212,32 +195,26 @@ def _root(f: Callable, lo, hi, flo, fhi, rtol: float = 1e-15, atol: float = 0.0)
 
 def _qstar(phi: _Phi, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The stable fixed point of the length map reached from q = 1 (vectorised); nan if none."""
-    m2 = _moments(phi, _Q_GRID, deriv=False)
-    g = w[..., None] * m2 + b[..., None] - _Q_GRID
-    g0 = b + w * phi.f(np.zeros(1))[0] ** 2  # the map's excess at q = 0
-    q, lo, hi = np.full(w.shape, np.nan), np.zeros(w.shape), np.zeros(w.shape)
-    todo = np.zeros(w.shape, bool)
-    i1 = int(np.flatnonzero(_Q_GRID == 1.0)[0])
+    qg = np.concatenate([[0.0], _Q_GRID])
+    m2 = np.concatenate([phi.fd(np.zeros(1))[0] ** 2, _moments(phi, _Q_GRID, deriv=False)])
+    g = w[..., None] * m2 + b[..., None] - qg  # the length map's excess over q
+    q, j, i1 = np.full(w.shape, np.nan), np.full(w.shape, -1), int(np.flatnonzero(qg == 1)[0])
     for i in np.ndindex(w.shape):
-        gi, j = g[i], np.flatnonzero(g[i][:i1] >= 0)
-        if np.all(np.abs(gi) <= 1e-10 * _Q_GRID):  # every q is fixed: scale-free phi, critical
+        up, dn = np.flatnonzero(g[i][i1:] < 0), np.flatnonzero(g[i][:i1] > 0)
+        if np.all(np.abs(g[i]) <= 1e-10 * qg):  # every q is fixed (scale-free phi): call it 1
             q[i] = 1.0
-        elif gi[i1] >= 0:  # climb to the first crossing; none means q grows without bound
-            up = np.flatnonzero(gi[i1:] < 0)
-            if up.size:
-                lo[i], hi[i], todo[i] = _Q_GRID[i1 + up[0] - 1], _Q_GRID[i1 + up[0]], True
-        elif j.size or g0[i] > 0:
-            lo[i], hi[i] = (_Q_GRID[j[-1]], _Q_GRID[j[-1] + 1]) if j.size else (0.0, _Q_GRID[0])
-            todo[i] = True
+        elif g[i][i1] >= 0:  # climb to the first crossing; none: q grows without bound
+            j[i] = i1 + up[0] - 1 if up.size else -1
+        elif dn.size:
+            j[i] = dn[-1]
         else:
             q[i] = 0.0  # ordered with sigma_b2 = 0 and phi(0) = 0: the signal dies out
-    if todo.any():
-        wt, bt = w[todo], b[todo]
-
-        def excess(x):
-            return wt * _moments(phi, x, deriv=False) + bt - x
-
-        q[todo] = _root(excess, lo[todo], hi[todo], excess(lo[todo]), excess(hi[todo]))[0]
+    t = j >= 0
+    if t.any():
+        wt, bt, jt, gt = w[t], b[t], j[t], g[t]
+        flo, fhi = (np.take_along_axis(gt, k[:, None], -1)[:, 0] for k in (jt, jt + 1))
+        q[t] = _root(lambda x: wt * _moments(phi, x, deriv=False) + bt - x, qg[jt], qg[jt + 1],
+                     flo, fhi)[0]
     return q
 
 
@@ -273,7 +250,7 @@ def _fixed(phi: _Phi, w, b, corr: bool = True) -> dict[str, np.ndarray]:
 
 def _xi(rate: np.ndarray) -> np.ndarray:
     """Depth scale -1/ln|rate|: infinite at |rate| >= 1."""
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore"):  # nan stays nan
         return np.where(np.abs(rate) >= 1, np.inf, -1.0 / np.log(np.abs(rate)))
 
 
@@ -300,78 +277,67 @@ def _critical(phi: _Phi, b: np.ndarray) -> tuple[np.ndarray, list[str]]:
     j = np.where((hg >= 0).any(1), np.argmax(hg >= 0, 1), -1)  # first sigma_w2 with chi1 >= 1
     todo = j > 0
     for i in np.flatnonzero(~todo):
-        why[i] = (f"chi1 < 1 for every sigma_w2 up to {_W_GRID[-1]:g}" if j[i] < 0
-                  else f"chi1 >= 1 already at sigma_w2 = {_W_GRID[0]:g}")
+        why[i] = f"chi1 {'< 1 for all' if j[i] < 0 else '>= 1 for every'} sigma_w2 in [1e-3, 1e5]"
     if todo.any():
         bt, jt, rows = b[todo], j[todo], np.flatnonzero(todo)
         x, _, xhi = _root(lambda w: h(w, bt), _W_GRID[jt - 1], _W_GRID[jt],
                           hg[rows, jt - 1], hg[rows, jt])
         exists = np.isfinite(_qstar(phi, x, bt)) & np.isfinite(_qstar(phi, xhi, bt))
         good = exists & (np.abs(h(x, bt)) < 1e-6)
-        for i, xi, e, g in zip(np.flatnonzero(todo), x, exists, good, strict=True):
-            out[i] = xi if g else np.nan
-            why[i] = "" if g else ("chi1 < 1 wherever the length map has a fixed point "
-                                   f"(q* diverges as sigma_w2 -> {xi:.6g})" if not e
-                                   else f"chi1 jumps over 1 at sigma_w2 = {xi:.6g}")
+        out[rows] = np.where(good, x, np.nan)
+        for i, xi, e in zip(rows, x, exists, strict=True):
+            why[i] = (f"chi1 jumps over 1 at sigma_w2 = {xi:.6g}" if e else "chi1 < 1 wherever "
+                      f"the length map has a fixed point (q* diverges as sigma_w2 -> {xi:.6g})")
     return out, why
 
 
-def kernel(act: Act, q, c=1.0, *, derivative: bool = False,
-           params: Mapping[str, Any] | None = None) -> np.ndarray:
-    """E[phi(u1) phi(u2)] (or of phi') for u1, u2 of variance q and correlation c."""
+Params = Mapping[str, Any] | None  # the activation's parameters when act is a name
+
+
+def kernel(act: Act, q, c=1.0, *, derivative: bool = False, params: Params = None) -> np.ndarray:
+    """E[phi(u1) phi(u2)] (or E[phi'(u1) phi'(u2)]) for Var u1 = Var u2 = q, correlation c."""
     phi = _resolve(act, params)
     q, c = np.broadcast_arrays(np.asarray(q, np.float64), np.asarray(c, np.float64))
-    if np.all(c == 1.0):  # one variable: exact at c = 1
-        return _moments(phi, q)[1 if derivative else 0]
+    if np.all(c == 1.0):  # one variable
+        return _moments(phi, q)[int(derivative)]
     return _kernel2(phi, q, q, c, derivative)[1] if derivative else _kernel2(phi, q, q, c)
 
 
-def length_map(act: Act, sigma_w2: float, sigma_b2: float, q,
-               *, params: Mapping[str, Any] | None = None) -> np.ndarray:
+def length_map(act: Act, sigma_w2: float, sigma_b2: float, q, *, params: Params = None):
     """q_{l+1} = sigma_w2 E[phi(sqrt(q_l) z)^2] + sigma_b2, vectorised over q."""
-    return sigma_w2 * _moments(_resolve(act, params), np.asarray(q, np.float64), False) + sigma_b2
+    return sigma_w2 * kernel(act, q, params=params) + sigma_b2
 
 
 def corr_map(act: Act, sigma_w2: float, sigma_b2: float, c, q: float | None = None,
-             *, params: Mapping[str, Any] | None = None) -> np.ndarray:
-    """c_{l+1} = (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) / q_{l+1}, at q (default q*)."""
+             *, params: Params = None) -> np.ndarray:
+    """c_{l+1} = (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) / q_{l+1} at q_l = q (default q*)."""
     phi = _resolve(act, params)
     q = q_star(phi, sigma_w2, sigma_b2) if q is None else q
-    num = sigma_w2 * kernel(phi, q, c) + sigma_b2
-    return num / (sigma_w2 * kernel(phi, q) + sigma_b2)
+    return (sigma_w2 * kernel(phi, q, c) + sigma_b2) / (sigma_w2 * kernel(phi, q) + sigma_b2)
 
 
-def q_star(act: Act, sigma_w2: float, sigma_b2: float,
-           *, params: Mapping[str, Any] | None = None) -> float:
-    """Stable fixed point of the length map reached from q = 1 (TheoryError if q diverges)."""
+def q_star(act: Act, sigma_w2: float, sigma_b2: float, *, params: Params = None) -> float:
+    """The stable fixed point of the length map that q = 1 flows to (TheoryError if q diverges)."""
     return _point(act, sigma_w2, sigma_b2, params, corr=False)["q_star"]
 
 
-def c_star(act: Act, sigma_w2: float, sigma_b2: float,
-           *, params: Mapping[str, Any] | None = None) -> float:
-    """Stable fixed point of the correlation map: 1 when ordered, below 1 when chaotic."""
-    return _point(act, sigma_w2, sigma_b2, params)["c_star"]
-
-
-def chi1(act: Act, sigma_w2: float, sigma_b2: float,
-         *, params: Mapping[str, Any] | None = None) -> float:
+def chi1(act: Act, sigma_w2: float, sigma_b2: float, *, params: Params = None) -> float:
     """sigma_w2 E[phi'(sqrt(q*) z)^2]: < 1 ordered (gradients vanish), > 1 chaotic (explode)."""
     return _point(act, sigma_w2, sigma_b2, params, corr=False)["chi1"]
 
 
 def depth_scales(act: Act, sigma_w2: float, sigma_b2: float,
-                 *, params: Mapping[str, Any] | None = None) -> tuple[float, float]:
+                 *, params: Params = None) -> tuple[float, float]:
     """(xi_q, xi_c) of Schoenholz et al. 2017; infinite where the map is marginal."""
-    # 1/xi_q = -ln(chi1 + sigma_w2 E[phi'' phi]), the slope of the length map at q*, taken in
-    # its integrated-by-parts form sigma_w2 E[z phi(sqrt(q*) z) phi'(sqrt(q*) z)] / sqrt(q*),
+    # 1/xi_q = -ln(chi1 + sigma_w2 E[phi'' phi]) is minus the log slope of the length map at q*;
+    # integrating by parts gives it as sigma_w2 E[z phi(sqrt(q*) z) phi'(sqrt(q*) z)] / sqrt(q*),
     # which needs no phi'' and stays exact at kinks (relu: sigma_w2 / 2).
     fx = _point(act, sigma_w2, sigma_b2, params)
     return float(_xi(np.float64(fx["slope"]))), float(_xi(np.float64(fx["chi_c"])))
 
 
-def critical_sigma_w2(act: Act, sigma_b2: float,
-                      *, params: Mapping[str, Any] | None = None) -> float:
-    """The sigma_w2 where chi1 = 1 at this sigma_b2 (edge of chaos); TheoryError if none."""
+def critical_sigma_w2(act: Act, sigma_b2: float, *, params: Params = None) -> float:
+    """The sigma_w2 with chi1 = 1 at this sigma_b2 (edge of chaos); TheoryError if none."""
     phi = _resolve(act, params)
     out, why = _critical(phi, np.array([float(sigma_b2)]))
     if not np.isfinite(out[0]):
@@ -379,63 +345,55 @@ def critical_sigma_w2(act: Act, sigma_b2: float,
     return float(out[0])
 
 
-def edge_of_chaos(act: Act, sigma_b2_grid, *, params: Mapping[str, Any] | None = None):
-    """Critical sigma_w2 for each sigma_b2 (nan where none exists)."""
+def edge_of_chaos(act: Act, sigma_b2_grid, *, params: Params = None) -> np.ndarray:
+    """The critical sigma_w2 for each sigma_b2 (nan where none exists)."""
     return _critical(_resolve(act, params), np.atleast_1d(np.asarray(sigma_b2_grid, float)))[0]
 
 
-def predict_layers(act: Act, sigma_w2: float, sigma_b2: float, q0, depth: int, c0=None,
-                   *, params: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """Mean-field q_l, c_l, chi1_l and backward squared-norm ratios for layers l = 1..depth."""
-    # q0 = x.x / n_in of the input (or a pair of them), c0 the inputs' cosine similarity; layer
-    # 1 is linear in the input: q_1 = sigma_w2 q0 + sigma_b2. grad_ratio[l] = E|d_l|^2 / E|d_L|^2
-    # for d_l the loss gradient at layer l's pre-activations: the product of chi1 over l..L-1.
+def predict_layers(act: Act, sigma_w2: float, sigma_b2: float, q0: float | tuple[float, float],
+                   depth: int, c0: float | None = None, *, params: Params = None) -> dict:
+    """q_l (and c_l), chi1_l and backward squared-norm ratios for layers l = 1..depth."""
+    # q0 = x.x / n_in for an input x (or a pair, one per input), c0 the inputs' cosine; layer 1
+    # is linear in x: q_1 = sigma_w2 q0 + sigma_b2. grad_ratio[l] = E|g_l|^2 / E|g_L|^2 for g_l
+    # the loss gradient at layer l's pre-activations: the product of chi1_k over k = l..L-1.
     phi, w, b = _resolve(act, params), float(sigma_w2), float(sigma_b2)
-    qv = np.broadcast_to(np.asarray(q0, np.float64), (2,)) * w + b
-    qab = w * (1.0 if c0 is None else float(c0)) * math.sqrt(np.prod(qv - b) / w**2) + b
+    if depth < 1 or np.any(np.asarray(q0) < 0) or (c0 is not None and abs(c0) > 1):
+        raise TheoryError(f"need depth >= 1, q0 >= 0 and |c0| <= 1, got {depth}, {q0}, {c0}")
+    qin = np.broadcast_to(np.asarray(q0, np.float64), (2,))
+    qv, qab = w * qin + b, w * (1.0 if c0 is None else c0) * math.sqrt(qin[0] * qin[1]) + b
     qs, cs, chis = [], [], []
     for layer in range(int(depth)):
         if layer:
             if c0 is not None:
                 qab = w * _kernel2(phi, qv[0], qv[1], qab / math.sqrt(qv[0] * qv[1])) + b
             qv = w * _moments(phi, qv, deriv=False) + b
-        qs.append(qv.copy())
+        qs.append(qv if np.ndim(q0) else qv[0])
         cs.append(qab / math.sqrt(qv[0] * qv[1]))
         chis.append(w * _moments(phi, qv[0])[1])
-    chi = np.array(chis, np.float64)
-    out = {"layer": np.arange(1, int(depth) + 1), "q": np.array(qs)[:, 0] if np.ndim(q0) == 0
-           else np.array(qs), "chi1": chi,
+    chi = np.array(chis)
+    out = {"layer": np.arange(1, int(depth) + 1), "q": np.array(qs), "chi1": chi,
            "grad_ratio": np.append(np.cumprod(chi[:-1][::-1])[::-1], 1.0)}
-    if c0 is not None:
-        out["c"] = np.array(cs, np.float64)
-    return out
+    return out if c0 is None else {**out, "c": np.array(cs)}
 
 
-def summary(act: Act, sigma_w2: float, sigma_b2: float,
-            *, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Fixed points, chi1, chi_c, depth scales, edge of chaos and trainable depth (~ 6 xi_c)."""
+def summary(act: Act, sigma_w2: float, sigma_b2: float, *, params: Params = None) -> dict[str, Any]:
+    """Fixed points, chi1, chi_c, depth scales, critical sigma_w2, trainable depth (~ 6 xi_c)."""
     phi = _resolve(act, params)
     fx = _point(phi, sigma_w2, sigma_b2, params)
     xi_q, xi_c = (float(_xi(np.float64(fx[k]))) for k in ("slope", "chi_c"))
-    try:
-        crit = critical_sigma_w2(phi, sigma_b2)
-    except TheoryError:
-        crit = math.nan
-    phase = ("ordered" if fx["chi1"] < 1 - 1e-9 else "chaotic" if fx["chi1"] > 1 + 1e-9
-             else "critical")
+    crit = edge_of_chaos(phi, sigma_b2)[0]
+    phase = ("ordered", "critical", "chaotic")[int(np.sign(np.round(fx["chi1"] - 1, 9))) + 1]
     return {"activation": phi.name, "sigma_w2": float(sigma_w2), "sigma_b2": float(sigma_b2),
-            "q_star": fx["q_star"], "c_star": fx["c_star"], "chi1": fx["chi1"],
-            "chi_c": fx["chi_c"], "xi_q": xi_q, "xi_c": xi_c, "critical_sigma_w2": crit,
-            "trainable_depth": 6.0 * xi_c, "phase": phase}
+            **{k: fx[k] for k in ("q_star", "c_star", "chi1", "chi_c")}, "xi_q": xi_q,
+            "xi_c": xi_c, "critical_sigma_w2": float(crit), "trainable_depth": 6.0 * xi_c,
+            "phase": phase}
 
 
-def phase_diagram(act: Act, sigma_w2_grid, sigma_b2_grid,
-                  *, params: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+def phase_diagram(act: Act, sigma_w2_grid, sigma_b2_grid, *, params: Params = None) -> dict:
     """q*, chi1, c*, xi_c on the grid (rows sigma_b2, columns sigma_w2) and the critical curve."""
     phi = _resolve(act, params)
-    w = np.asarray(sigma_w2_grid, np.float64)
-    b = np.asarray(sigma_b2_grid, np.float64)
+    w, b = np.asarray(sigma_w2_grid, np.float64), np.asarray(sigma_b2_grid, np.float64)
     fx = _fixed(phi, w[None, :], b[:, None])
-    xi_c = np.where(np.isfinite(fx["chi_c"]), _xi(np.nan_to_num(fx["chi_c"])), np.nan)
     return {"sigma_w2": w, "sigma_b2": b, "q_star": fx["q_star"], "chi1": fx["chi1"],
-            "c_star": fx["c_star"], "xi_c": xi_c, "critical_sigma_w2": _critical(phi, b)[0]}
+            "c_star": fx["c_star"], "xi_c": _xi(fx["chi_c"]),
+            "critical_sigma_w2": _critical(phi, b)[0]}

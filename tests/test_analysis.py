@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actlab import analysis, data, plots, replay, report, train
+from actlab import analysis, data, plots, replay, report, summary, train
 from actlab.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def test_summaries_one_row_per_member(sweep):
 
 def test_bootstrap_ci_brackets_the_mean():
     v = np.random.default_rng(0).normal(5, 1, 200)
-    lo, hi = analysis.bootstrap_ci(v)
+    lo, hi = summary.bootstrap_ci(v)
     assert lo < v.mean() < hi
     assert hi - lo == pytest.approx(2 * 1.96 / np.sqrt(200), rel=0.2)
 
