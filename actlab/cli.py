@@ -8,12 +8,14 @@ actlab-report         figures and report.html for a run or sweep directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import itertools
 import logging
 import os
 import re
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +265,7 @@ def check_keys(argv: list[str], cfg_dir: Path | None = None) -> list[str]:
     rewrite: set[str] = set()
     choice_sets: list[dict[str, str]] = []
     try:
-        with _Composer(search, home) as compose:
+        with _composer(search, home) as compose:
             first = compose(name, [lines[0] for lines in groups.values()] + hydra_lines)
             where = f" in {_shown(home / f'{name}.yaml')} (hydra.sweeper.params)"
             params = first.hydra.sweeper.get("params") if args.multirun else None
@@ -282,7 +284,7 @@ def check_keys(argv: list[str], cfg_dir: Path | None = None) -> list[str]:
                 choice_sets.append({g: choices[g] for g in GROUPS if choices.get(g)})
         if patches:
             _check_patches(patches, choice_sets, search)
-    except _Unchecked:
+    except Exception:  # _Unchecked, or an input these checks cannot read: Hydra answers it
         return argv
     return [f"++{a}" if a in rewrite else a for a in argv]
 
@@ -301,42 +303,31 @@ def _tree(cfg: Any) -> dict:
 
 
 class _Unchecked(Exception):
-    """A composition the checks do not understand: Hydra reports it in its own words."""
+    """A composition these checks do not understand: Hydra reports it in its own words."""
 
 
-class _Composer:
-    """Hydra's compose API over the search path, with `home` holding the primary config."""
+@contextlib.contextmanager
+def _composer(search: _Search, home: Path) -> Iterator[Callable[[str, list[str]], Any]]:
+    """Hydra's compose API over the search path, `home` holding the primary config; cached."""
+    from hydra import compose, initialize_config_dir
 
-    def __init__(self, search: _Search, home: Path):
-        from hydra import initialize_config_dir
+    paths = [f"'file://{d}'" for d in search.dirs if d != home] + search.other
+    searchpath, cache = [f"hydra.searchpath=[{','.join(paths)}]"], {}
 
-        paths = [f"'file://{d}'" for d in search.dirs if d != home] + search.other
-        self.searchpath = [f"hydra.searchpath=[{','.join(paths)}]"]
-        self.search, self.cache = search, {}
-        self.context = initialize_config_dir(config_dir=str(home), version_base="1.3",
-                                             job_name="cli")
-
-    def __enter__(self):
-        self.context.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.context.__exit__(*exc)
-
-    def __call__(self, name: str, overrides: list[str]) -> Any:
-        from hydra import compose
-
+    def run(name: str, overrides: list[str]) -> Any:
         key = (name, *overrides)
-        if key not in self.cache:
+        if key not in cache:
             try:
-                self.cache[key] = compose(name, overrides + self.searchpath,
-                                          return_hydra_config=True)
+                cache[key] = compose(name, overrides + searchpath, return_hydra_config=True)
             except Exception as e:
-                msg = _composition_error(e, self.search)
+                msg = _composition_error(e, search)
                 if msg:
                     _fail(msg)
                 raise _Unchecked from e
-        return self.cache[key]
+        return cache[key]
+
+    with initialize_config_dir(config_dir=str(home), version_base="1.3", job_name="cli"):
+        yield run
 
 
 def _combos(groups: dict[str, list[str]], sections: set[str]) -> list[list[str]]:
@@ -381,7 +372,7 @@ def _check_patches(patches: list[tuple[Path, dict]], choice_sets: list[dict[str,
     named = {g: tree[g]["name"] for _, tree in patches for g in GROUPS
              if isinstance(tree.get(g), dict) and tree[g].get("name") in search.options(g)}
     trees: dict[tuple, dict] = {}
-    with _Composer(search, search.dirs[0]) as compose:
+    with _composer(search, search.dirs[0]) as compose:
         def ref(choices: dict[str, str]) -> dict:
             key = tuple(sorted(choices.items()))
             if key not in trees:

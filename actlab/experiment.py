@@ -51,15 +51,15 @@ class Experiment:
         return specs
 
     def consts(self, members: list[Member]) -> dict[str, np.ndarray]:
-        """Per-member metric constants [M, L]: saturation bounds and max |phi'|."""
+        """Per-member metric constants [M, L]: saturation bounds, max |phi'|, can_die."""
         rows = []
         for m in members:
             specs = self.member_specs(m)
             bounds = [sp.saturation() or (np.nan, np.nan) for sp in specs]
             rows.append(([b[0] for b in bounds], [b[1] for b in bounds],
-                         [_dphi_max(sp) for sp in specs]))
-        lo, hi, dm = (np.asarray([r[i] for r in rows], np.float32) for i in range(3))
-        return {"sat_lo": lo, "sat_hi": hi, "dphi_max": dm}
+                         [_dphi_max(sp) for sp in specs], [sp.info.can_die for sp in specs]))
+        lo, hi, dm, die = (np.asarray([r[i] for r in rows], np.float32) for i in range(4))
+        return {"sat_lo": lo, "sat_hi": hi, "dphi_max": dm, "can_die": die}
 
 
 _DPHI_MAX_CACHE: dict[tuple, float] = {}

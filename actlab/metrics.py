@@ -9,7 +9,8 @@ z and h = phi(z):
 - delta_norm: RMS over the batch of the per-example backward signal
   ||d loss_b / d z_l|| (loss_b is example b's loss; the batch loss is their mean)
 - act_mean, act_std: mean and std of h over probe examples and units
-- dead_frac: fraction of units with |phi'(z)| <= 1e-12 on every probe example
+- dead_frac: fraction of units with |phi'(z)| <= 1e-12 on every probe example, for
+  activations that have an exactly flat side (registry: can_die); 0 for the others
 - sat_frac: fraction of (example, unit) pairs with |phi'(z)| < 0.01 max|phi'|
   whose z lies in the activation's saturating tails (registry metadata)
 """
@@ -72,25 +73,31 @@ def delta_norm(grad_eps) -> jax.Array:
 
 
 def activation_metrics(z, h, dphi, sat_lo_L: jax.Array, sat_hi_L: jax.Array,
-                       dphi_max_L: jax.Array,
-                       selected=ACTIVATION_METRICS) -> dict[str, jax.Array]:
+                       dphi_max_L: jax.Array, selected=ACTIVATION_METRICS,
+                       can_die_L: jax.Array | None = None) -> dict[str, jax.Array]:
     """act_mean, act_std, dead_frac, sat_frac per layer, on the probe batch (the selected ones).
 
     z, h, dphi are stacked [L, P, W] or lists of per-layer [P, ..., C] arrays (every
     position of a conv layer counts as an example, each channel as a unit).
     sat_lo/sat_hi bound the non-saturating region per layer (NaN where the
-    activation has no saturating tail); dphi_max is max |phi'| per layer.
+    activation has no saturating tail); dphi_max is max |phi'| per layer. can_die
+    (1 or 0 per layer, from the registry) says whether the layer's activation has an
+    exactly flat side: only then can a unit be dead. Without it, a tanh or sigmoid unit
+    saturated far out (float32 rounds 1 - tanh(z)^2 to 0 past |z| ~ 9) would read dead.
     """
+    if can_die_L is None:
+        can_die_L = jnp.ones_like(dphi_max_L)
     if isinstance(z, (list, tuple)):
         per = [_stacked_metrics(*(a.reshape(1, -1, a.shape[-1]) for a in (zl, hl, dl)),
                                 sat_lo_L[l:l + 1], sat_hi_L[l:l + 1], dphi_max_L[l:l + 1],
-                                selected)
+                                can_die_L[l:l + 1], selected)
                for l, (zl, hl, dl) in enumerate(zip(z, h, dphi, strict=True))]
         return {k: jnp.concatenate([p[k] for p in per]) for k in per[0]}
-    return _stacked_metrics(z, h, dphi, sat_lo_L, sat_hi_L, dphi_max_L, selected)
+    return _stacked_metrics(z, h, dphi, sat_lo_L, sat_hi_L, dphi_max_L, can_die_L, selected)
 
 
-def _stacked_metrics(z_LxPxW, h_LxPxW, dphi_LxPxW, sat_lo_L, sat_hi_L, dphi_max_L, selected):
+def _stacked_metrics(z_LxPxW, h_LxPxW, dphi_LxPxW, sat_lo_L, sat_hi_L, dphi_max_L, can_die_L,
+                     selected):
     out = {}
     if "act_mean" in selected:
         out["act_mean"] = jnp.mean(h_LxPxW, axis=(1, 2))
@@ -98,7 +105,8 @@ def _stacked_metrics(z_LxPxW, h_LxPxW, dphi_LxPxW, sat_lo_L, sat_hi_L, dphi_max_
         out["act_std"] = jnp.std(h_LxPxW, axis=(1, 2))
     abs_d = jnp.abs(dphi_LxPxW)
     if "dead_frac" in selected:
-        out["dead_frac"] = jnp.mean(jnp.all(abs_d <= DEAD_EPS, axis=1), axis=-1)
+        dead = jnp.mean(jnp.all(abs_d <= DEAD_EPS, axis=1), axis=-1)
+        out["dead_frac"] = jnp.where(can_die_L > 0, dead, 0.0)
     if "sat_frac" in selected:
         lo, hi = sat_lo_L[:, None, None], sat_hi_L[:, None, None]
         in_tail = (z_LxPxW < lo) | (z_LxPxW > hi)  # False where lo/hi are NaN

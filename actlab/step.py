@@ -149,7 +149,7 @@ def measure(state: TrainState, out: dict[str, Any], x_probe: jax.Array, y_probe:
     if acts:
         c = state.consts
         m.update(metrics.activation_metrics(aux["z"], aux["h"], aux["dphi"], c["sat_lo"],
-                                            c["sat_hi"], c["dphi_max"], acts))
+                                            c["sat_hi"], c["dphi_max"], acts, c["can_die"]))
     m.update(model.activation_params(state.params))
     return m
 

@@ -30,8 +30,7 @@ from actlab.rundir import RunDirError
 from actlab.step import TrainState
 from actlab.summary import Tracker, aggregate, run_group, to_records
 
-__all__ = ["run", "build", "RunDirError", "enable_compilation_cache", "Experiment", "replay",
-           "forward"]
+__all__ = ["run", "build", "RunDirError", "enable_compilation_cache", "Experiment"]
 
 SUMMARY_INTERVAL = 1.0  # seconds between the summary.json rewrites made while a run trains
 
@@ -211,6 +210,3 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
             ckpt.close()
     return summary
 
-
-
-from actlab.replay import forward, replay  # noqa: E402

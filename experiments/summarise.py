@@ -285,15 +285,15 @@ def heads_table(sweep: Path) -> str:
     """Accuracy, ECE and the spread of summed class probabilities, from replayed final models."""
     import json
 
-    from actlab import train
+    from actlab import replay
     from actlab.config import Config
 
     rows = []
     for run in analysis.run_dirs(sweep):
         cfg = Config.from_dict(json.loads((run / "summary.json").read_text())["config"])
-        exp, snaps = train.replay(cfg, [cfg.train.steps])
+        exp, snaps = replay.replay(cfg, [cfg.train.steps])
         for i in range(len(exp.members)):
-            out = train.forward(exp, snaps[cfg.train.steps], exp.dataset.x_test, member=i)
+            out = replay.forward(exp, snaps[cfg.train.steps], exp.dataset.x_test, member=i)
             p, y = out["probs"], exp.dataset.y_test
             rows.append({"dataset": cfg.dataset.name, "head": cfg.model.head,
                          "acc": float((p.argmax(1) == y).mean()),

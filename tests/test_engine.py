@@ -156,23 +156,38 @@ def test_scan_over_layers_equals_unrolled():
     unrolled = models.build("mlp", scan_layers=False, **kw)
     x = jax.random.normal(jax.random.PRNGKey(1), (8, 5))
     y = jnp.arange(8) % 3
-    params, state = scanned.init(jax.random.PRNGKey(0), x)
+    ps, state = scanned.init(jax.random.PRNGKey(0), x)
+    pu, _ = unrolled.init(jax.random.PRNGKey(0), x)
+
+    def stack(p):  # the unrolled layers' own arrays, stacked as the scanned MLP holds them
+        out = {k: v for k, v in p.items() if not k.startswith("hidden")}
+        for kind in ("kernel", "bias"):
+            out[f"hidden_{kind}"] = jnp.stack([p[f"hidden{l}_{kind}"] for l in range(1, 6)])
+        return out
+
+    # both layouts start from the same numbers
+    for k, v in stack(pu).items():
+        np.testing.assert_array_equal(np.asarray(v), np.asarray(ps[k]), err_msg=k)
     eps = jnp.zeros((6, 8, 16))
 
     def loss(m, p, e):
         logits, _, _ = m.apply(p, state, x, e)
         return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), y])
 
-    ls, gs = jax.value_and_grad(lambda p, e: loss(scanned, p, e), argnums=(0, 1))(params, eps)
-    lu, gu = jax.value_and_grad(lambda p, e: loss(unrolled, p, e), argnums=(0, 1))(params, eps)
+    ls, gs = jax.value_and_grad(lambda p, e: loss(scanned, p, e), argnums=(0, 1))(ps, eps)
+    lu, gu = jax.value_and_grad(lambda p, e: loss(unrolled, p, e), argnums=(0, 1))(pu, eps)
     np.testing.assert_allclose(ls, lu, rtol=1e-6)
+    gu = (stack(gu[0]), gu[1])
     for a, b in zip(jax.tree.leaves(gs), jax.tree.leaves(gu), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-    _, auxs, _ = scanned.apply(params, state, x, capture=True)
-    _, auxu, _ = unrolled.apply(params, state, x, capture=True)
+    _, auxs, _ = scanned.apply(ps, state, x, capture=True)
+    _, auxu, _ = unrolled.apply(pu, state, x, capture=True)
     for k in ("z", "h", "dphi"):
         assert auxs[k].shape == (6, 8, 16)
         np.testing.assert_allclose(auxs[k], auxu[k], rtol=1e-5, atol=1e-6)
+    # per-layer norms read the labels of either layout
+    np.testing.assert_allclose(scanned.layer_sqnorms(ps)[0], unrolled.layer_sqnorms(pu)[0],
+                               rtol=1e-6)
 
 
 def test_summary_convergence_fields(tmp_path):

@@ -27,9 +27,9 @@ PARAMS = {
     # unit 1: z = 5 x1 + 5 x2 in [7.5, 20] (saturated for sigmoid and tanh)
     "in_kernel": np.array([[0.8, 5.0, -1.0], [-0.6, 5.0, -1.0]], np.float32),
     "in_bias": np.array([0.1, 0.0, -0.5], np.float32),
-    "hidden_kernel": np.array([[[0.5, -0.3, 0.2], [0.1, 0.2, -0.4], [0.7, 0.3, 0.9]]],
-                              np.float32),
-    "hidden_bias": np.array([[0.05, -0.1, 0.2]], np.float32),
+    "hidden1_kernel": np.array([[0.5, -0.3, 0.2], [0.1, 0.2, -0.4], [0.7, 0.3, 0.9]],
+                               np.float32),
+    "hidden1_bias": np.array([0.05, -0.1, 0.2], np.float32),
     "out_kernel": np.array([[0.3, -0.2], [-0.5, 0.4], [0.6, 0.1]], np.float32),
     "out_bias": np.array([0.0, 0.1], np.float32),
 }
@@ -53,8 +53,8 @@ def numpy_step(name):
     phi, dphi, dmax, sat = NUMPY_ACTS[name]
     p = {k: v.astype(np.float64) for k, v in PARAMS.items()}
     x, n = X.astype(np.float64), len(X)
-    Ws = [p["in_kernel"], p["hidden_kernel"][0]]
-    bs = [p["in_bias"], p["hidden_bias"][0]]
+    Ws = [p["in_kernel"], p["hidden1_kernel"]]
+    bs = [p["in_bias"], p["hidden1_bias"]]
     zs, hs, h = [], [], x
     for W, b in zip(Ws, bs, strict=True):
         z = h @ W + b
@@ -114,6 +114,7 @@ def engine_record(name, jit=True):
                              "eval_every": 1})
     exp = experiment.build(cfg, dataset=hand_dataset())
     state = jax.tree.map(lambda a: a[0], experiment.initial_state(exp, [{"seed": 0}]))
+    assert set(PARAMS) <= set(state.params)  # every weight is replaced (prelu keeps its alpha)
     state = state.replace(params={**state.params,
                                   **{k: jnp.asarray(v) for k, v in PARAMS.items()}})
     model, head = exp.model, exp.head

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from actlab import train
-from actlab.cli import config_dir
-from actlab.config import Config
+from actlab import replay, train
+from actlab.cli import check_keys, config_dir
+from actlab.config import Config, parse_target
+from conftest import read_records
 
 STUDIES = Path(__file__).resolve().parent.parent / "experiments"
 
@@ -25,10 +27,6 @@ def study(name: str, *overrides: str) -> Config:
     return Config.from_dict(OmegaConf.to_container(cfg, resolve=True))
 
 
-def records(run_dir: Path) -> list[dict]:
-    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def final_records(tmp_path: Path, name: str, activations: tuple[str, ...], steps: int,
                   *overrides: str) -> dict[str, list[dict]]:
     """Train the study for each activation option (2 seeds); each run's records at `steps`."""
@@ -37,7 +35,7 @@ def final_records(tmp_path: Path, name: str, activations: tuple[str, ...], steps
         cfg = study(name, f"activation={act}", f"train.steps={steps}", "train.seeds=2",
                     f"train.eval_every={steps}", *overrides)
         train.run(cfg, tmp_path / act)
-        out[act] = [r for r in records(tmp_path / act) if r["step"] == steps]
+        out[act] = [r for r in read_records(tmp_path / act) if r["step"] == steps]
     return out
 
 
@@ -47,14 +45,26 @@ def test_every_study_has_a_readme_with_its_command_and_a_config_that_composes():
         assert first == f"# actlab-train -m --config-dir experiments/{d.name} --config-name study"
         readme = (d / "README.md").read_text()
         assert first[2:] in readme and "## Result" in readme
-        assert study(d.name) is not None
+        settings = yaml.safe_load((d / "study.yaml").read_text())
+        cfg = study(d.name)  # composed and validated
+        resolved = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists
+        for section, values in settings.items():
+            if section not in ("defaults", "hydra"):
+                for key, value in values.items():
+                    if (section, key) == ("train", "target"):  # stored in canonical form
+                        assert cfg.train.target == parse_target(value), d.name
+                    else:
+                        assert resolved[section][key] == value, (d.name, section, key)
+        # every key and swept option (hydra.sweeper.params) is known: argv comes back as given
+        argv = ["-m", "--config-dir", str(d), "--config-name", "study"]
+        assert check_keys(argv) == argv
 
 
 def first_to_last(tmp_path, act, depth):
     cfg = study("vanishing_gradients", f"activation={act}", f"model.depth={depth}",
                 "train.steps=1", "train.log_every=1")
     train.run(cfg, tmp_path / f"{act}{depth}")
-    rs = [r for r in records(tmp_path / f"{act}{depth}") if r["step"] == 0]
+    rs = [r for r in read_records(tmp_path / f"{act}{depth}") if r["step"] == 0]
     # layer 1 is the first hidden layer of the same shape (width x width) as the last
     return np.mean([r["grad_norm/1"] / r[f"grad_norm/{depth - 1}"] for r in rs])
 
@@ -75,7 +85,7 @@ def test_dying_relu_grows_with_learning_rate_leaky_never_dies(tmp_path):
                     "train.seeds=2", "train.vmap.optimizer.lr=[0.001,1.0]")
         train.run(cfg, tmp_path / act)
         last = {}  # each member's last record (a diverged member stops early)
-        for r in records(tmp_path / act):
+        for r in read_records(tmp_path / act):
             last[r["seed"], r["optimizer.lr"]] = r
         for lr in (0.001, 1.0):
             out[act, lr] = np.mean([r[f"dead_frac/{l}"] for (_, rate), r in last.items()
@@ -100,7 +110,7 @@ def test_init_x_activation_forward_signal_at_depth_30(tmp_path):
         cfg = study("init_x_activation", f"activation={act}", f"init={init}", "train.steps=1",
                     "train.log_every=1", "train.seeds=2")
         train.run(cfg, tmp_path / f"{act}-{init}")
-        rs = [r for r in records(tmp_path / f"{act}-{init}") if r["step"] == 0]
+        rs = [r for r in read_records(tmp_path / f"{act}-{init}") if r["step"] == 0]
         return np.mean([r["act_std/29"] / r["act_std/0"] for r in rs])
 
     assert 0.3 < ratio("relu", "he") < 3
@@ -113,7 +123,7 @@ def test_normalisation_rescues_deep_sigmoid_gradients(tmp_path):
         cfg = study("normalisation", "activation=sigmoid", f"model.norm={norm}",
                     "train.steps=1", "train.log_every=1", "train.seeds=2")
         train.run(cfg, tmp_path / norm)
-        rs = [r for r in records(tmp_path / norm) if r["step"] == 0]
+        rs = [r for r in read_records(tmp_path / norm) if r["step"] == 0]
         return np.mean([r["grad_norm/1"] / r["grad_norm/19"] for r in rs])
 
     none, batch = ratio("none"), ratio("batch")
@@ -139,8 +149,8 @@ def test_output_heads_softmax_sums_to_one_one_vs_all_does_not(tmp_path):
     for head in ("softmax", "one_vs_all"):
         cfg = study("output_heads", "dataset=digits", f"model.head={head}", "train.steps=400",
                     "train.seeds=1")
-        exp, snaps = train.replay(cfg, [400])
-        p = train.forward(exp, snaps[400], exp.dataset.x_test)["probs"]
+        exp, snaps = replay.replay(cfg, [400])
+        p = replay.forward(exp, snaps[400], exp.dataset.x_test)["probs"]
         y = exp.dataset.y_test
         out[head] = (float((p.argmax(1) == y).mean()), p.sum(1),
                      expected_calibration_error(p, y))

@@ -14,7 +14,7 @@ import yaml
 
 from actlab import train
 from actlab.cli import config_dir, quote_targets
-from conftest import make_config
+from conftest import make_config, read_records
 from test_cli import EXE, cli, composed
 
 
@@ -60,7 +60,7 @@ def test_wandb_offline_runs_hold_the_per_layer_history(tmp_path, monkeypatch):
     train.run(cfg, tmp_path / "run")
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 2  # one W&B run per member
-    local = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    local = read_records(tmp_path / "run")
     seeds_seen = set()
     for run in runs:
         hist = wandb_history(next(run.glob("*.wandb")))
@@ -124,21 +124,25 @@ def test_killed_multirun_rerun_skips_completed_jobs(tmp_path):
     rows = read_csv(tmp_path / "sweep_summary.csv")
     assert [r["status"] for r in rows] == ["completed"] * 3
     for j in range(3):
-        steps = [json.loads(x)["step"] for x in
-                 (tmp_path / str(j) / "metrics.jsonl").read_text().splitlines()]
+        steps = [r["step"] for r in read_records(tmp_path / str(j))]
         assert steps == list(range(0, 400, 20)) + [400]
 
 
 def test_a_failing_job_does_not_stop_the_others(tmp_path):
-    p = cli("-m", "model=mlp,cnn,mlp", "model.depth=2", "+experiment=debug",
-            "logger.progress=false", f"hydra.sweep.dir={tmp_path}")
+    # a cnn needs image or sequence inputs: known only once the job loads the spiral
+    p = cli("-m", "model=mlp,cnn,mlp", "model.depth=2", "train.steps=20", "train.log_every=5",
+            "train.eval_every=10", "train.probe_size=64", "logger.progress=false",
+            f"hydra.sweep.dir={tmp_path}")
     assert p.returncode != 0
     status = [json.loads((tmp_path / str(j) / "summary.json").read_text())["status"]
               for j in range(3)]
     assert status == ["completed", "failed", "completed"]
     rows = read_csv(tmp_path / "sweep_summary.csv")
     assert [r["status"] for r in rows] == ["completed", "failed", "completed"]
-    assert "has no parameter width" in rows[1]["error"]
+    assert "needs sequence or image inputs" in rows[1]["error"]
+    assert [r["step"] for r in read_records(tmp_path / "1")] == []  # it never trained
+    assert [r["step"] for r in read_records(tmp_path / "2") if r["seed"] == 0] == [
+        0, 5, 10, 15, 20]
 
 
 def test_optuna_sweep_of_a_few_trials(tmp_path):
@@ -159,8 +163,11 @@ def test_wandb_sweep_files_give_valid_hydra_overrides(name):
     for key, p in spec["parameters"].items():
         values = p.get("values") or [p["min"], p["max"]]
         for v in values:
-            cfg = composed(f"{key}={v}", *extra)
-            assert cfg is not None
+            cfg = composed(f"{key}={v}", *extra).to_dict()
+            section, _, name = key.partition(".")
+            expected = pytest.approx(v) if isinstance(v, float) else v
+            assert cfg[section][name or "name"] == expected, (key, v)
+            assert cfg["train"]["seeds"] == 4 and "wandb" in cfg["logger"]["sinks"]
     assert spec["metric"]["name"] in ("final_eval_acc", "steps_to_target")
 
 
@@ -178,10 +185,7 @@ def test_four_cpu_devices_shard_the_members_and_match_one_device(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "DEVICES 4" in p.stdout
     train.run(make_config(train={"seeds": 4}), tmp_path / "one")
-    four = [json.loads(x) for x in (tmp_path / "four" / "metrics.jsonl").read_text().split("\n")
-            if x]
-    one = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().split("\n")
-           if x]
+    four, one = read_records(tmp_path / "four"), read_records(tmp_path / "one")
     assert len(four) == len(one) == 20
     for a, b in zip(four, one, strict=True):
         for k, v in b.items():

@@ -2,8 +2,10 @@
 
 Layer l computes z_l = norm(W_l h_{l-1} + b_l) (+ eps_l), h_l = dropout(phi_l(z_l)),
 plus h_{l-1} when residual (layers 1..depth-1, whose widths match).
-Parameters: in_kernel [D, W], in_bias [W], hidden_kernel [depth-1, W, W],
-hidden_bias [depth-1, W], out_kernel [W, C], out_bias [C]; norm scale/bias
+Parameters: in_kernel [D, W], in_bias [W], hidden_kernel [depth-1, W, W] and
+hidden_bias [depth-1, W] when scanned (unrolled: hidden<l>_kernel [W, W] and
+hidden<l>_bias [W] per layer, which the backward pass need not scatter into a
+stack), out_kernel [W, C], out_bias [C]; norm scale/bias
 [depth, W] when normalised; learned activation parameters act_<p> [depth] (or
 act<l>_<p> when the layers use different activations).
 """
@@ -58,12 +60,18 @@ class MLP(nn.Module):
         sinit = init_lib.kernel_init(self.init_name, self.distribution, self.gain, stacked=True)
         k_in = self.param("in_kernel", kinit, (x.shape[-1], W))
         b_in = self.param("in_bias", nn.initializers.zeros, (W,))
-        if L > 1:
+        scan = self.homogeneous and (L > UNROLL_MAX_DEPTH if self.scan_layers == "auto"
+                                     else bool(self.scan_layers))
+        if L > 1 and scan:
             k_h = self.param("hidden_kernel", sinit, (L - 1, W, W))
             b_h = self.param("hidden_bias", nn.initializers.zeros, (L - 1, W))
-        else:
-            k_h = jnp.zeros((0, W, W), x.dtype)
-            b_h = jnp.zeros((0, W), x.dtype)
+        hidden_key = None
+        if L > 1 and not scan and self.is_initializing():
+            # unrolled layers hold their own arrays (made below, after every other parameter);
+            # they are drawn exactly as the stacked ones would be, from the key that the
+            # stacked kernel takes at this point, so both layouts start from the same numbers
+            hidden_key = self.make_rng("params")
+            self.make_rng("params")  # the stacked bias's turn
         oinit = init_lib.kernel_init("orthogonal" if self.init_name == "orthogonal" else "glorot")
         k_out = self.param("out_kernel", oinit, (W, self.num_classes))
         b_out = self.param("out_bias", nn.initializers.zeros, (self.num_classes,))
@@ -88,6 +96,15 @@ class MLP(nn.Module):
                  for p, v in sp.learned.items()}
                 for l, sp in enumerate(self.specs)
             ]
+        if L > 1 and not scan:
+            def hidden_init(l):
+                # (Flax also calls this outside init, for shapes only: any key will do there)
+                return lambda key, shape: sinit(key if hidden_key is None else hidden_key,
+                                                (L - 1, *shape))[l - 1]
+
+            k_h = [self.param(f"hidden{l}_kernel", hidden_init(l), (W, W)) for l in range(1, L)]
+            b_h = [self.param(f"hidden{l}_bias", nn.initializers.zeros, (W,))
+                   for l in range(1, L)]
         drop_key = self.make_rng("dropout") if (train and self.dropout > 0) else None
 
         def layer(sp, l, h, k, b, nrm, e, lp, residual):
@@ -122,8 +139,7 @@ class MLP(nn.Module):
         h, (aux0, st0) = layer(self.specs[0], 0, x, k_in, b_in, norm_at(0), e0, layer_learned[0],
                                False)
         outs = [(aux0, st0)]
-        scan = L > UNROLL_MAX_DEPTH if self.scan_layers == "auto" else bool(self.scan_layers)
-        if L > 1 and self.homogeneous and scan:
+        if L > 1 and scan:
             sp = self.specs[0]
             xs = (jnp.arange(1, L), k_h, b_h, {k: v[1:] for k, v in norm.items()},
                   None if eps is None else eps[1:], {p: v[1:] for p, v in learned.items()})
@@ -162,6 +178,9 @@ def labels(tree: Mapping[str, jax.Array]) -> dict[str, Role]:
             return Role("layer", 0, kernel=name == "in_kernel")
         if name in ("hidden_kernel", "hidden_bias"):
             return Role("layer", 1, stacked=True, kernel=name == "hidden_kernel")
+        if name.startswith("hidden"):  # hidden<l>_kernel, hidden<l>_bias (unrolled)
+            l, _, kind = name[len("hidden"):].partition("_")
+            return Role("layer", int(l), kernel=kind == "kernel")
         if name in ("out_kernel", "out_bias"):
             return Role("out", kernel=name == "out_kernel")
         head, _, param = name.partition("_")
