@@ -1,7 +1,7 @@
 """Typed, validated configuration: plain dataclasses, no Hydra.
 
 Every field declares its default, type and range once, in the dataclass (field
-metadata); one generic validator (`_section`) reads a mapping against them, so
+metadata); one generic validator (actlab.validate.section) reads a mapping against them, so
 `Config.from_dict` either returns a Config or raises ConfigError with a one-line
 message naming the key, the bad value and what is accepted. The activation,
 model and dataset sections are checked by their registries (their defaults are
@@ -18,105 +18,15 @@ from typing import Any
 
 from actlab import activations, axes, data, init, models
 from actlab.metrics import FAMILIES as METRICS
-
-
-class ConfigError(ValueError):
-    """A user error in the configuration (one line, no traceback needed)."""
-
-
-def field(default: Any = dataclasses.MISSING, *, lo: float | None = None,
-          hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
-          choices: tuple | Callable[[], Any] | None = None,
-          parse: Callable[[str, Any], Any] | None = None,
-          factory: Callable[[], Any] | None = None) -> Any:
-    """A config field: its default and the rule its values obey (range, choices, parser)."""
-    meta = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "choices": choices,
-            "parse": parse}
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
-
-
-# --------------------------------------------------------------------------- #
-# Value rules
-
-def _int(key: str, v: Any, lo: float | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        else:
-            raise ConfigError(f"{key} must be an integer, got {v!r}")
-    if lo is not None and v < lo:
-        raise ConfigError(f"{key} must be >= {lo:g}, got {v}")
-    return v
-
-
-def _float(key: str, v: Any, lo: float | None = None, lo_open: bool = False,
-           hi: float | None = None, hi_open: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ConfigError(f"{key} must be a number, got {v!r}")
-    v = float(v)
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise ConfigError(f"{key} must be {'>' if lo_open else '>='} {lo:g}, got {v:g}")
-    if hi is not None and (v > hi or (hi_open and v == hi)):
-        raise ConfigError(f"{key} must be {'<' if hi_open else '<='} {hi:g}, got {v:g}")
-    return v
-
-
-def _choice(key: str, v: Any, options) -> Any:
-    options = list(options)
-    if v not in options:
-        raise ConfigError(f"unknown {key} '{v}'; choose from: {', '.join(map(str, options))}")
-    return v
-
-
-def _bool(key: str, v: Any) -> bool:
-    if isinstance(v, str) and v.lower() in ("true", "false"):
-        return v.lower() == "true"
-    if not isinstance(v, bool):
-        raise ConfigError(f"{key} must be true or false, got {v!r}")
-    return v
-
-
-def _no_extra(sec: str, given: Mapping[str, Any], known) -> None:
-    extra = sorted(set(given) - set(known))
-    if extra:
-        raise ConfigError(f"{sec} has no key {', '.join(extra)}; known: {', '.join(sorted(known))}")
-
-
-def _mapping(d: Mapping[str, Any], name: str) -> dict[str, Any]:
-    v = d.get(name) or {}
-    if not isinstance(v, Mapping):
-        raise ConfigError(f"'{name}' must be a mapping, got {v!r}")
-    return dict(v)
-
-
-def _value(key: str, f: dataclasses.Field, v: Any) -> Any:
-    """Validate one value against its field's declared type and rule."""
-    meta = f.metadata
-    if meta.get("parse"):
-        return meta["parse"](key, v)
-    choices = meta.get("choices")
-    if choices is not None:
-        return _choice(key, v, choices() if callable(choices) else choices)
-    if f.type in ("int", int):
-        return _int(key, v, meta.get("lo"))
-    if f.type in ("float", float):
-        return _float(key, v, meta.get("lo"), meta.get("lo_open"), meta.get("hi"),
-                      meta.get("hi_open"))
-    if f.type in ("bool", bool):
-        return _bool(key, v)
-    return v
-
-
-def _section(cls, name: str, given: Mapping[str, Any], **resolved: Any):
-    """An instance of dataclass `cls` from `given`: unknown keys refused, every field
-    validated by its rule, defaults from the class; `resolved` fields are set as given."""
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in resolved}
-    _no_extra(name, {k: v for k, v in given.items() if k not in resolved}, fields)
-    values = {k: _value(f"{name}.{k}", f, given[k]) for k, f in fields.items() if k in given}
-    return cls(**values, **resolved)
-
+from actlab.validate import (
+    ConfigError,
+    as_int,
+    choice,
+    field,
+    mapping,
+    no_extra,
+    section,
+)
 
 # --------------------------------------------------------------------------- #
 # Parsers of the fields that need more than a range
@@ -161,7 +71,7 @@ def _metrics(key: str, v: Any) -> tuple[str, ...]:
     if isinstance(v, str):
         v = [v]
     for m in v:
-        _choice(key, m, METRICS)
+        choice(key, m, METRICS)
     return tuple(m for m in METRICS if m in v)
 
 
@@ -174,13 +84,13 @@ def _resume(key: str, v: Any) -> bool | str:
 
 
 def _per_call(key: str, v: Any) -> int | str:
-    return v if v == "auto" else _int(key, v, lo=1)
+    return v if v == "auto" else as_int(key, v, lo=1)
 
 
 def _names(options: tuple[str, ...]) -> Callable[[str, Any], tuple[str, ...]]:
     def parse(key: str, v: Any) -> tuple[str, ...]:
         v = [v] if isinstance(v, str) else list(v)
-        return tuple(dict.fromkeys(_choice(key, s, options) for s in v))
+        return tuple(dict.fromkeys(choice(key, s, options) for s in v))
     return parse
 
 
@@ -190,8 +100,8 @@ WANDB_MODES = ("auto", "offline", "online", "disabled")
 
 def _wandb(key: str, v: Any) -> dict[str, Any]:
     wb = dict(v or {})
-    _no_extra(key, wb, WANDB_KEYS)
-    _choice(f"{key}.mode", wb.get("mode", "auto"), WANDB_MODES)
+    no_extra(key, wb, WANDB_KEYS)
+    choice(f"{key}.mode", wb.get("mode", "auto"), WANDB_MODES)
     if isinstance(wb.get("tags"), str):
         wb["tags"] = [wb["tags"]]
     return wb
@@ -263,7 +173,8 @@ class TrainConfig:
     seeds: int = field(1, lo=1)
     log_every: int = field(50, lo=1)
     eval_every: int = field(250, lo=0)
-    target: Target | None = field(None, parse=lambda key, v: parse_target(v, key))
+    target: Target | None = field(Target("eval/acc", ">=", 0.95),
+                                  parse=lambda key, v: parse_target(v, key))
     probe_size: int = field(512, lo=1)
     # hyperparameters trained together as extra members (grid x seeds); see actlab.axes
     vmap: tuple[axes.Axis, ...] = ()
@@ -323,30 +234,30 @@ class Config:
         extra = sorted(set(d) - {*SECTIONS, "experiment", "hydra"})
         if extra:
             raise ConfigError(f"unknown top-level key {', '.join(extra)}")
-        init_cfg = _section(InitConfig, "init", _mapping(d, "init"))
-        act = _mapping(d, "activation")
+        init_cfg = section(InitConfig, "init", mapping(d, "init"))
+        act = mapping(d, "activation")
         model = _model(d)
         try:
-            vmap = axes.parse(_mapping(d, "train").get("vmap"), act,
+            vmap = axes.parse(mapping(d, "train").get("vmap"), act,
                               model.activations is not None, init_cfg.gain)
         except axes.AxisError as e:
             raise ConfigError(str(e)) from None
-        probes = _mapping(d, "probes")
-        _no_extra("probes", probes, PROBES)
+        probes = mapping(d, "probes")
+        no_extra("probes", probes, PROBES)
         return Config(
             activation=_activation(act), model=model, dataset=_dataset(d),
-            optimizer=_section(OptimizerConfig, "optimizer", _mapping(d, "optimizer")),
-            init=init_cfg, train=_section(TrainConfig, "train", _mapping(d, "train"), vmap=vmap),
-            probes=ProbesConfig(**{p: _section(ProbeConfig, f"probes.{p}", _mapping(probes, p))
+            optimizer=section(OptimizerConfig, "optimizer", mapping(d, "optimizer")),
+            init=init_cfg, train=section(TrainConfig, "train", mapping(d, "train"), vmap=vmap),
+            probes=ProbesConfig(**{p: section(ProbeConfig, f"probes.{p}", mapping(probes, p))
                                    for p in PROBES}),
-            logger=_section(LoggerConfig, "logger", _mapping(d, "logger")))
+            logger=section(LoggerConfig, "logger", mapping(d, "logger")))
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration, every default filled in (what summary.json stores)."""
         model = {"name": self.model.name, **models.params_of(self.model.name),
-                 **self.model.params, "head": self.model.head}
-        if self.model.activations is not None:
-            model["activations"] = list(self.model.activations)
+                 **self.model.params, "head": self.model.head,
+                 "activations": None if self.model.activations is None
+                 else list(self.model.activations)}
         vmap: dict[str, dict[str, list[float]]] = {}
         for a in self.train.vmap:
             group, key = a.key.split(".", 1)
@@ -384,10 +295,10 @@ def _activation(sec: dict[str, Any]) -> ActivationConfig:
 
 
 def _model(d: Mapping[str, Any]) -> ModelConfig:
-    sec = _mapping(d, "model")
-    name = _choice("model.name", sec.pop("name", ModelConfig.name), models.names())
+    sec = mapping(d, "model")
+    name = choice("model.name", sec.pop("name", ModelConfig.name), models.names())
     acts = sec.pop("activations", None)
-    head = _choice("model.head", sec.pop("head", "softmax"), HEADS)
+    head = choice("model.head", sec.pop("head", "softmax"), HEADS)
     for k, v in list(sec.items()):
         if isinstance(v, list):
             sec[k] = tuple(v)
@@ -411,7 +322,7 @@ def _model(d: Mapping[str, Any]) -> ModelConfig:
 
 
 def _dataset(d: Mapping[str, Any]) -> DatasetConfig:
-    sec = _mapping(d, "dataset")
+    sec = mapping(d, "dataset")
     name = sec.pop("name", DatasetConfig.name)
     try:
         data.check(name, sec)

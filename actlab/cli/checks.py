@@ -1,17 +1,15 @@
-"""Command-line entry points; the only module that imports Hydra.
+"""Checks of a command line before Hydra runs: every bad input one line, exit code 2.
 
-actlab-train          Hydra app: compose configs/, validate, train, print the run dir.
-actlab-activations    table of the registry (and a grid of phi, phi' with --plot).
-actlab-report         figures and report.html for a run or sweep directory.
+Group options that do not exist, output directories that cannot be made, and
+keys that are not in the configuration (on the command line, in experiment
+files and in study configs; a sweep is checked before any job is launched),
+with the closest valid keys suggested.
 """
 
-from __future__ import annotations
 
-import argparse
 import contextlib
 import difflib
 import itertools
-import logging
 import os
 import re
 import sys
@@ -27,8 +25,8 @@ MAX_COMBOS = 16  # group combinations composed for a sweep; past that, one group
 
 def config_dir() -> Path:
     """configs/ shipped in the wheel (actlab/configs) or beside the source checkout."""
-    here = Path(__file__).resolve().parent
-    for cand in (here / "configs", here.parent / "configs"):
+    package = Path(__file__).resolve().parent.parent  # actlab/
+    for cand in (package / "configs", package.parent / "configs"):
         if (cand / "config.yaml").is_file():
             return cand
     raise FileNotFoundError("actlab's configs/ directory is missing from the installation")
@@ -36,7 +34,7 @@ def config_dir() -> Path:
 
 def readme() -> str:
     """Where the documentation is: README.md of the source checkout, if this is one."""
-    path = Path(__file__).resolve().parent.parent / "README.md"
+    path = Path(__file__).resolve().parent.parent.parent / "README.md"
     return str(path) if path.is_file() else "README.md of the actlab source distribution"
 
 
@@ -391,191 +389,3 @@ def _check_patches(patches: list[tuple[Path, dict]], choice_sets: list[dict[str,
                                       f" in {_shown(path)}" + _context(key, choices)))
 
 
-class JobFailed(Exception):
-    """A multirun job stopped by a user error; Hydra reports it and runs the other jobs."""
-
-
-def run_job(cfg: dict, run_dir: Path, label: str = "", multirun: bool = False) -> dict:
-    """Validate a composed config and train it in `run_dir`.
-
-    A user error ends a single run with one line and exit code 2. In a multirun
-    it marks this job failed (summary.json status "failed" with the message) and
-    raises JobFailed, which Hydra records while it goes on with the other jobs.
-    """
-    from actlab import train
-    from actlab.checkpoint import CheckpointError
-    from actlab.config import Config, ConfigError
-    from actlab.data import DataError
-    from actlab.models import ModelError
-
-    def fail(msg: str):
-        if not multirun:
-            _fail(msg)
-        print(f"actlab-train: error: {msg}", file=sys.stderr, flush=True)
-        from actlab.files import SUMMARY_FILE, write_json_atomic
-
-        try:
-            write_json_atomic(run_dir / SUMMARY_FILE, {"config": cfg, "status": "failed",
-                                                       "error": msg, "seeds": []})
-        except OSError:
-            pass
-        raise JobFailed(msg)
-
-    try:
-        config = Config.from_dict(cfg)
-    except ConfigError as e:
-        fail(str(e))
-    for noisy in ("jax", "absl", "orbax"):  # backend-probing chatter, not the user's business
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    print(f"run directory: {run_dir}", flush=True)
-    train.enable_compilation_cache()
-    try:
-        return train.run(config, run_dir, label=label)
-    except (DataError, ModelError, train.RunDirError, CheckpointError) as e:
-        fail(str(e))  # raised before any training step
-
-
-def objective(summary: dict, name: str, steps: int) -> float | None:
-    """The value a sweeper optimises: the mean over members of a summary field.
-
-    A member that never reached the target counts as steps + 1 for steps_to_target.
-    """
-    vals = [m.get(name) for m in summary.get("seeds", [])]
-    if name == "steps_to_target":
-        vals = [steps + 1 if v is None else v for v in vals]
-    vals = [v for v in vals if v is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
-def _hydra_app():
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import DictConfig, OmegaConf
-
-    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-    def app(cfg: DictConfig) -> float | None:
-        hc = HydraConfig.get()
-        run_dir = Path(hc.runtime.output_dir)
-        multirun = hc.mode is not None and hc.mode.name == "MULTIRUN"
-        label = f"[job {hc.job.num}] " if multirun else ""
-        try:
-            summary = run_job(OmegaConf.to_container(cfg, resolve=True), run_dir, label,
-                              multirun)
-        finally:
-            if multirun:
-                from actlab.analysis import write_sweep_summary
-
-                write_sweep_summary(hc.sweep.dir)
-        steps = cfg.train.steps
-        acc = objective(summary, "final_eval_acc", steps)
-        print(f"{summary['status']}: final eval acc {acc if acc is None else round(acc, 4)}; "
-              f"results in {run_dir}", flush=True)
-        return objective(summary, cfg.train.get("objective", "final_eval_acc"), steps)
-
-    return app
-
-
-def quote_targets(argv: list[str]) -> list[str]:
-    """Quote `train.target=eval/acc>=0.95` for Hydra's override grammar (no quotes in shells)."""
-    out = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key.lstrip("+~") == "train.target" and value[:1] not in ("'", '"'):
-            arg = f"{key}='{value}'" if "," not in value else arg
-        out.append(arg)
-    return out
-
-
-def train_main() -> None:
-    """actlab-train: Hydra app over configs/."""
-    from omegaconf import OmegaConf
-
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    argv = quote_targets(sys.argv[1:])
-    check_group_choices(argv)
-    check_output_dir(argv)
-    argv = check_keys(argv)
-    if {"--help", "-h"} & set(argv) and not any(a.startswith("hydra/help=") for a in argv):
-        argv.append("hydra/help=actlab")  # configs/hydra/help/actlab.yaml
-    OmegaConf.register_new_resolver("actlab.readme", readme, replace=True)
-    sys.argv[1:] = argv
-    _hydra_app()()
-
-
-def activations_main(argv: list[str] | None = None) -> None:
-    """actlab-activations: print the registry as a table; --plot draws every phi and phi'."""
-    from actlab import activations
-
-    p = argparse.ArgumentParser(
-        prog="actlab-activations", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Print actlab's activation registry as a table: each function's formula, "
-                    "output and derivative ranges, whether it is monotone, smooth, zero-centred, "
-                    "can die or saturates, and its parameters. With --plot, also draw every "
-                    "phi and phi' on one grid.",
-        epilog="examples:\n"
-               "  actlab-activations                   # the table\n"
-               "  actlab-activations --plot acts.png   # and the grid of phi, phi'\n"
-               "  actlab-train activation=gelu         # train with one of them\n\n"
-               f"documentation: {readme()}")
-    p.add_argument("--plot", metavar="PNG", help="draw phi and phi' of every function to PNG")
-    args = p.parse_args(argv)
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="actlab activation registry")
-    for col in ("name", "formula", "output range", "phi' range", "monotone", "smooth",
-                "zero-centred", "can die", "saturates", "params"):
-        table.add_column(col)
-    for name in activations.names():
-        i = activations.info(name)
-        table.add_row(
-            name, i.formula, _rng(i.output_range), _rng(i.deriv_range), _yn(i.monotone),
-            _yn(i.smooth), _yn(i.zero_centred), _yn(i.can_die), _yn(i.saturation is not None),
-            ", ".join(f"{k}={v}" + (" (learnable)" if k in i.learnable else "")
-                      for k, v in i.params.items()) + (" [output only]" if i.output_only else ""))
-    Console(width=200).print(table)
-    if args.plot:
-        from actlab import plots
-
-        plots.activation_grid(activations.names(include_output=False)).savefig(
-            args.plot, dpi=120, bbox_inches="tight")
-        print(f"wrote {args.plot}")
-
-
-def _rng(r: tuple[float, float]) -> str:
-    def f(x: float) -> str:
-        return {float("inf"): "inf", float("-inf"): "-inf"}.get(x, f"{x:.4g}")
-
-    return f"[{f(r[0])}, {f(r[1])}]"
-
-
-def _yn(b: bool) -> str:
-    return "yes" if b else "no"
-
-
-def report_main(argv: list[str] | None = None) -> None:
-    """actlab-report DIR: figures and a self-contained report.html in DIR/report/."""
-    p = argparse.ArgumentParser(
-        prog="actlab-report", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Turn a run directory or a sweep (multirun) directory of actlab-train into "
-                    "figures and one self-contained HTML page, written to DIR/report/: a "
-                    "comparison table, per-layer gradient-norm profiles, dead and saturated "
-                    "fractions, learning curves and convergence speed.",
-        epilog="examples:\n"
-               "  actlab-train -m activation=relu,tanh model.depth=2,8 hydra.sweep.dir=multirun/d\n"
-               "  actlab-report multirun/d                  # -> multirun/d/report/report.html\n"
-               "  actlab-report outputs/DATE/TIME --no-replay   # one run, without retraining\n\n"
-               f"documentation: {readme()}")
-    p.add_argument("dir", help="a run directory or a sweep (multirun) directory")
-    p.add_argument("--no-replay", action="store_true",
-                   help="skip figures that retrain runs (distributions, decision boundaries)")
-    p.add_argument("--max-replays", type=int, default=6, help="runs to replay at most")
-    args = p.parse_args(argv)
-    from actlab import report
-
-    try:
-        page = report.build(args.dir, replay=not args.no_replay, max_replays=args.max_replays)
-    except FileNotFoundError as e:
-        print(f"actlab-report: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"wrote {page}")
