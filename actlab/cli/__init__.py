@@ -138,21 +138,25 @@ def train_main() -> None:
     _hydra_app()()
 
 
+def parser(prog: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+    """An argparse parser whose help ends with example commands and where the docs are."""
+    epilog = "examples:\n" + "".join(f"  {e}\n" for e in examples) + f"\ndocumentation: {readme()}"
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def activations_main(argv: list[str] | None = None) -> None:
     """actlab-activations: print the registry as a table; --plot draws every phi and phi'."""
     from actlab import activations
 
-    p = argparse.ArgumentParser(
-        prog="actlab-activations", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Print actlab's activation registry as a table: each function's formula, "
-                    "output and derivative ranges, whether it is monotone, smooth, zero-centred, "
-                    "can die or saturates, and its parameters. With --plot, also draw every "
-                    "phi and phi' on one grid.",
-        epilog="examples:\n"
-               "  actlab-activations                   # the table\n"
-               "  actlab-activations --plot acts.png   # and the grid of phi, phi'\n"
-               "  actlab-train activation=gelu         # train with one of them\n\n"
-               f"documentation: {readme()}")
+    p = parser("actlab-activations",
+               "Print actlab's activation registry as a table: each function's formula, output "
+               "and derivative ranges, whether it is monotone, smooth, zero-centred, can die or "
+               "saturates, and its parameters. With --plot, also draw every phi and phi' on one "
+               "grid.",
+               ["actlab-activations                   # the table",
+                "actlab-activations --plot acts.png   # and the grid of phi, phi'",
+                "actlab-train activation=gelu         # train with one of them"])
     p.add_argument("--plot", metavar="PNG", help="draw phi and phi' of every function to PNG")
     args = p.parse_args(argv)
     from rich.console import Console
@@ -191,17 +195,14 @@ def _yn(b: bool) -> str:
 
 def report_main(argv: list[str] | None = None) -> None:
     """actlab-report DIR: figures and a self-contained report.html in DIR/report/."""
-    p = argparse.ArgumentParser(
-        prog="actlab-report", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Turn a run directory or a sweep (multirun) directory of actlab-train into "
-                    "figures and one self-contained HTML page, written to DIR/report/: a "
-                    "comparison table, per-layer gradient-norm profiles, dead and saturated "
-                    "fractions, learning curves and convergence speed.",
-        epilog="examples:\n"
-               "  actlab-train -m activation=relu,tanh model.depth=2,8 hydra.sweep.dir=multirun/d\n"
-               "  actlab-report multirun/d                  # -> multirun/d/report/report.html\n"
-               "  actlab-report outputs/DATE/TIME --no-replay   # one run, without retraining\n\n"
-               f"documentation: {readme()}")
+    p = parser("actlab-report",
+               "Turn a run directory or a sweep (multirun) directory of actlab-train into figures "
+               "and one self-contained HTML page, written to DIR/report/: a comparison table, "
+               "per-layer gradient-norm profiles, dead and saturated fractions, learning curves "
+               "and convergence speed.",
+               ["actlab-train -m activation=relu,tanh model.depth=2,8 hydra.sweep.dir=multirun/d",
+                "actlab-report multirun/d                  # -> multirun/d/report/report.html",
+                "actlab-report outputs/DATE/TIME --no-replay   # one run, without retraining"])
     p.add_argument("dir", help="a run directory or a sweep (multirun) directory")
     p.add_argument("--no-replay", action="store_true",
                    help="skip figures that retrain runs (distributions, decision boundaries)")
