@@ -20,6 +20,7 @@ from actlab import activations, axes, data, init, models
 from actlab.metrics import FAMILIES as METRICS
 from actlab.validate import (
     ConfigError,
+    as_float,
     as_int,
     choice,
     field,
@@ -158,11 +159,24 @@ class OptimizerConfig:
     clip_norm: float = field(0.0, lo=0.0)  # clip gradients to this global norm; 0: off
 
 
+def _sigma_w2(key: str, v: Any) -> float | None:
+    return None if v in (None, "null", "none") else as_float(key, v, lo=0.0, lo_open=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class InitConfig:
     name: str = field("he", choices=lambda: init.names())
     distribution: str = field("normal", choices=init.DISTRIBUTIONS)
     gain: float = field(1.0, lo=0.0, lo_open=True)
+    # hidden weights N(0, gain^2 sigma_w2 / fan_in) under any scheme; None: the scheme's own
+    sigma_w2: float | None = field(None, parse=_sigma_w2)
+    sigma_b2: float = field(0.0, lo=0.0)  # hidden biases N(0, sigma_b2); 0: zeros
+
+    def __post_init__(self):
+        if self.name == "critical" and self.sigma_w2 is not None:
+            raise ConfigError(f"init.sigma_w2={self.sigma_w2:g} cannot be set with "
+                              "init=critical, which derives it from the activation and "
+                              "init.sigma_b2")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from actlab import activations, axes, data, models
+from actlab import activations, axes, data, models, theory
+from actlab import init as init_lib
 from actlab.config import Config
 from actlab.heads import Head, head
 from actlab.optim import make_optimizer
@@ -81,11 +82,39 @@ def layer_specs(config: Config) -> tuple[activations.Spec, ...]:
     return (sp,) * m.num_layers
 
 
-def resolved_init(config: Config, specs: tuple[activations.Spec, ...]) -> str:
-    """init.name, with 'auto' replaced by the first layer's recommended scheme."""
-    if config.init.name != "auto":
-        return config.init.name
-    return activations.recommended_init(specs[0].name)
+def resolved_init(config: Config, specs: tuple[activations.Spec, ...]) -> init_lib.Scheme:
+    """The model's init.Scheme, with 'auto' and 'critical' resolved.
+
+    'auto' becomes the first layer's recommended scheme; 'critical' gets the edge-of-chaos
+    sigma_w2 of each layer (critical_sigma_w2).
+    """
+    c = config.init
+    name = activations.recommended_init(specs[0].name) if c.name == "auto" else c.name
+    sigma_w2 = critical_sigma_w2(specs, c.sigma_b2) if name == "critical" else c.sigma_w2
+    return init_lib.Scheme(name, c.distribution, c.gain, sigma_w2, c.sigma_b2)
+
+
+_CRITICAL_CACHE: dict[tuple, float] = {}
+
+
+def critical_sigma_w2(specs: tuple[activations.Spec, ...],
+                      sigma_b2: float) -> float | tuple[float, ...]:
+    """The edge-of-chaos sigma_w2 (chi1 = 1) per layer: one value when all layers agree.
+
+    Layer l's weights act on phi_{l-1}(z_{l-1}), so theirs is phi_{l-1}'s critical value
+    (layer 0 takes phi_0's). One-line ModelError where no critical point exists.
+    """
+    out = []
+    for sp in (specs[0], *specs[:-1]):
+        key = (sp.name, tuple(sorted(sp.fixed.items())), tuple(sorted(sp.learned.items())),
+               float(sigma_b2))
+        if key not in _CRITICAL_CACHE:
+            try:
+                _CRITICAL_CACHE[key] = theory.critical_sigma_w2(sp, sigma_b2)
+            except theory.TheoryError as e:
+                raise models.ModelError(f"init=critical: {e}") from None
+        out.append(_CRITICAL_CACHE[key])
+    return out[0] if len(set(out)) == 1 else tuple(out)
 
 
 def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
@@ -105,10 +134,11 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
     if ds.task == "rating" and config.model.name != "recommender":
         raise models.ModelError(f"dataset '{ds.name}' holds (user, item) ratings; use "
                                 f"model=recommender")
+    if config.init.name == "critical" and frozen:
+        raise models.ModelError(f"init=critical with train.vmap.activation.{frozen[0]}: the "
+                                f"critical sigma_w2 differs per member; sweep it with -m")
     model = models.build(config.model.name, specs=model_specs, num_classes=ds.num_classes,
-                         input_shape=ds.input_shape,
-                         init=(resolved_init(config, specs), config.init.distribution,
-                               config.init.gain),
+                         input_shape=ds.input_shape, init=resolved_init(config, specs),
                          **config.model.params, **extra)
 
     def is_frozen(params):

@@ -13,6 +13,14 @@ z and h = phi(z):
   activations that have an exactly flat side (registry: can_die); 0 for the others
 - sat_frac: fraction of (example, unit) pairs with |phi'(z)| < 0.01 max|phi'|
   whose z lies in the activation's saturating tails (registry metadata)
+- q: mean of z^2 over probe examples and units (the mean-field length q_l)
+- c: mean cosine of z between probe examples 2i and 2i + 1, i < K = min(64, P // 2),
+  each example's z flattened (the mean-field correlation c_l; a pair with a zero
+  vector counts 0; NaN when P < 2)
+
+For conv layers every position is an example and each channel a unit (c compares
+whole flattened feature maps). At step 0, q and c are the measured counterparts of
+actlab.theory.predict_layers.
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ def norms_from_sq(sq: jax.Array) -> jax.Array:
 
 PARAMETER_METRICS = ("grad_norm", "weight_norm", "update_ratio")
 ACTIVATION_METRICS = ("act_mean", "act_std", "dead_frac", "sat_frac")
-FAMILIES = (*PARAMETER_METRICS, "delta_norm", *ACTIVATION_METRICS)
+SIGNAL_METRICS = ("q", "c")
+FAMILIES = (*PARAMETER_METRICS, "delta_norm", *ACTIVATION_METRICS, *SIGNAL_METRICS)
+MAX_PAIRS = 64  # probe pairs (2i, 2i + 1) that c averages over
 
 
 def parameter_metrics(sqnorms, params, grads, updates,
@@ -112,6 +122,40 @@ def _stacked_metrics(z_LxPxW, h_LxPxW, dphi_LxPxW, sat_lo_L, sat_hi_L, dphi_max_
         in_tail = (z_LxPxW < lo) | (z_LxPxW > hi)  # False where lo/hi are NaN
         flat = abs_d < SAT_REL * dphi_max_L[:, None, None]
         out["sat_frac"] = jnp.mean(flat & in_tail, axis=(1, 2))
+    return out
+
+
+def num_pairs(p: int) -> int:
+    """K = min(64, P // 2): the probe pairs (2i, 2i + 1), i < K, that c averages over."""
+    return min(MAX_PAIRS, p // 2)
+
+
+def signal_metrics(z, selected=SIGNAL_METRICS) -> dict[str, jax.Array]:
+    """q (mean z^2) and c (mean cosine of z over the pairs (2i, 2i + 1), i < K) per layer.
+
+    z is stacked [L, P, W] or a list of per-layer [P, ..., C] arrays; returns [L] each.
+    """
+    if isinstance(z, (list, tuple)):
+        per = [_signal(zl.reshape(1, zl.shape[0], -1), selected) for zl in z]
+        return {k: jnp.concatenate([p[k] for p in per]) for k in per[0]}
+    return _signal(z.reshape(z.shape[0], z.shape[1], -1), selected)
+
+
+def _signal(z_LxPxN: jax.Array, selected) -> dict[str, jax.Array]:
+    out = {}
+    if "q" in selected:
+        out["q"] = jnp.mean(jnp.square(z_LxPxN), axis=(1, 2))
+    if "c" in selected:
+        k = num_pairs(z_LxPxN.shape[1])
+        if k == 0:
+            out["c"] = jnp.full(z_LxPxN.shape[:1], jnp.nan, z_LxPxN.dtype)
+        else:
+            a_LxKxN, b_LxKxN = z_LxPxN[:, 0:2 * k:2], z_LxPxN[:, 1:2 * k:2]
+            den_LxK = (jnp.sqrt(jnp.sum(jnp.square(a_LxKxN), -1))
+                       * jnp.sqrt(jnp.sum(jnp.square(b_LxKxN), -1)))
+            dot_LxK = jnp.sum(a_LxKxN * b_LxKxN, -1)
+            cos_LxK = jnp.where(den_LxK > 0, dot_LxK / jnp.where(den_LxK > 0, den_LxK, 1.0), 0.0)
+            out["c"] = jnp.mean(cos_LxK, -1)
     return out
 
 

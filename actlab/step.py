@@ -144,12 +144,16 @@ def measure(state: TrainState, out: dict[str, Any], x_probe: jax.Array, y_probe:
     if "delta_norm" in selected:
         m["delta_norm"] = metrics.delta_norm(out["grad_eps"])
     acts = selected & set(metrics.ACTIVATION_METRICS)
-    logits, aux, _ = model.apply(state.params, state.model_state, x_probe, capture=bool(acts))
+    signal = selected & set(metrics.SIGNAL_METRICS)
+    logits, aux, _ = model.apply(state.params, state.model_state, x_probe,
+                                 capture=bool(acts or signal))
     m.update({f"train/{k}": v for k, v in head.measures(logits, y_probe).items()})
     if acts:
         c = state.consts
         m.update(metrics.activation_metrics(aux["z"], aux["h"], aux["dphi"], c["sat_lo"],
                                             c["sat_hi"], c["dphi_max"], acts, c["can_die"]))
+    if signal:
+        m.update(metrics.signal_metrics(aux["z"], signal))
     m.update(model.activation_params(state.params))
     return m
 

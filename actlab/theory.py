@@ -248,10 +248,10 @@ def _fixed(phi: _Phi, w, b, corr: bool = True) -> dict[str, np.ndarray]:
             "slope": np.where(ok, w * slope, np.nan)}
 
 
-def _xi(rate: np.ndarray) -> np.ndarray:
-    """Depth scale -1/ln|rate|: infinite at |rate| >= 1."""
+def _xi(rate: np.ndarray, marginal: float = 1e-10) -> np.ndarray:
+    """Depth scale -1/ln|rate|: infinite at |rate| >= 1 (to the quadrature's accuracy)."""
     with np.errstate(divide="ignore"):  # nan stays nan
-        return np.where(np.abs(rate) >= 1, np.inf, -1.0 / np.log(np.abs(rate)))
+        return np.where(np.abs(rate) >= 1 - marginal, np.inf, -1.0 / np.log(np.abs(rate)))
 
 
 def _point(act: Act | _Phi, w: float, b: float, params, corr: bool = True) -> dict[str, float]:

@@ -38,12 +38,13 @@ class CNN(nn.Module):
         if x.ndim == 2:  # a flat vector is a 1-channel sequence
             x = x[..., None]
         spatial = x.ndim - 2
-        kinit = init_lib.kernel_init(*self.init_scheme)
+        scheme = init_lib.Scheme(*self.init_scheme)
         aux = new_aux()
         h = x
         for l, sp in enumerate(self.specs):
             z = nn.Conv(self.channels, (self.kernel_size,) * spatial, strides=self.stride,
-                        padding="SAME", kernel_init=kinit, name=f"layer{l}")(h)
+                        padding="SAME", kernel_init=scheme.kernel(l), bias_init=scheme.bias(),
+                        name=f"layer{l}")(h)
             if self.norm == "batch":
                 z = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"norm{l}")(z)
             elif self.norm == "layer":

@@ -40,6 +40,8 @@ class MLP(nn.Module):
     init_name: str = "he"
     distribution: str = "normal"
     gain: float = 1.0
+    sigma_w2: init_lib.SigmaW2 = None  # Var w = gain^2 sigma_w2 / fan_in (one per layer)
+    sigma_b2: float = 0.0  # hidden biases N(0, sigma_b2); 0: zeros
     norm: str = "none"  # none | layer | batch
     dropout: float = 0.0
     residual: bool = False
@@ -56,22 +58,23 @@ class MLP(nn.Module):
     def __call__(self, x, eps=None, capture: bool = False, train: bool = False):
         x = x.reshape((x.shape[0], -1))
         L, W = self.depth, self.width
-        kinit = init_lib.kernel_init(self.init_name, self.distribution, self.gain)
-        sinit = init_lib.kernel_init(self.init_name, self.distribution, self.gain, stacked=True)
+        scheme = init_lib.Scheme(self.init_name, self.distribution, self.gain, self.sigma_w2,
+                                 self.sigma_b2)
+        kinit, sinit, binit = scheme.kernel(0), scheme.kernel(1, stacked=True), scheme.bias()
         k_in = self.param("in_kernel", kinit, (x.shape[-1], W))
-        b_in = self.param("in_bias", nn.initializers.zeros, (W,))
+        b_in = self.param("in_bias", binit, (W,))
         scan = self.homogeneous and (L > UNROLL_MAX_DEPTH if self.scan_layers == "auto"
                                      else bool(self.scan_layers))
         if L > 1 and scan:
             k_h = self.param("hidden_kernel", sinit, (L - 1, W, W))
-            b_h = self.param("hidden_bias", nn.initializers.zeros, (L - 1, W))
-        hidden_key = None
+            b_h = self.param("hidden_bias", binit, (L - 1, W))
+        hidden_key = bias_key = None
         if L > 1 and not scan and self.is_initializing():
             # unrolled layers hold their own arrays (made below, after every other parameter);
             # they are drawn exactly as the stacked ones would be, from the key that the
             # stacked kernel takes at this point, so both layouts start from the same numbers
             hidden_key = self.make_rng("params")
-            self.make_rng("params")  # the stacked bias's turn
+            bias_key = self.make_rng("params")  # the stacked bias's turn
         oinit = init_lib.kernel_init("orthogonal" if self.init_name == "orthogonal" else "glorot")
         k_out = self.param("out_kernel", oinit, (W, self.num_classes))
         b_out = self.param("out_bias", nn.initializers.zeros, (self.num_classes,))
@@ -97,13 +100,14 @@ class MLP(nn.Module):
                 for l, sp in enumerate(self.specs)
             ]
         if L > 1 and not scan:
-            def hidden_init(l):
+            def hidden_init(l, fn, stack_key):
                 # (Flax also calls this outside init, for shapes only: any key will do there)
-                return lambda key, shape: sinit(key if hidden_key is None else hidden_key,
-                                                (L - 1, *shape))[l - 1]
+                return lambda key, shape: fn(key if stack_key is None else stack_key,
+                                             (L - 1, *shape))[l - 1]
 
-            k_h = [self.param(f"hidden{l}_kernel", hidden_init(l), (W, W)) for l in range(1, L)]
-            b_h = [self.param(f"hidden{l}_bias", nn.initializers.zeros, (W,))
+            k_h = [self.param(f"hidden{l}_kernel", hidden_init(l, sinit, hidden_key), (W, W))
+                   for l in range(1, L)]
+            b_h = [self.param(f"hidden{l}_bias", hidden_init(l, binit, bias_key), (W,))
                    for l in range(1, L)]
         drop_key = self.make_rng("dropout") if (train and self.dropout > 0) else None
 
@@ -209,7 +213,9 @@ def build(*, specs, num_classes, input_shape, init, depth=4, width=64, norm="non
     """An MLP with `depth` hidden layers of `width` units."""
     from actlab.models import Model
 
+    scheme = init_lib.Scheme(*init)
     module = MLP(depth=depth, width=width, num_classes=num_classes, specs=tuple(specs),
-                 init_name=init[0], distribution=init[1], gain=init[2], norm=norm,
+                 init_name=scheme.name, distribution=scheme.distribution, gain=scheme.gain,
+                 sigma_w2=scheme.sigma_w2, sigma_b2=scheme.sigma_b2, norm=norm,
                  dropout=dropout, residual=bool(residual), scan_layers=scan_layers)
     return Model(module=module, specs=tuple(specs), labels=labels)

@@ -37,10 +37,11 @@ class Recommender(nn.Module):
         u = nn.Embed(self.num_users, self.n_factors, name="user_embedding")(x[:, 0])
         i = nn.Embed(self.num_items, self.n_factors, name="item_embedding")(x[:, 1])
         h = jnp.concatenate([u, i], -1)
-        kinit = init_lib.kernel_init(*self.init_scheme)
+        scheme = init_lib.Scheme(*self.init_scheme)
         aux = new_aux()
         for l, (sp, width) in enumerate(zip(self.specs, self.hidden, strict=True)):
-            z = nn.Dense(width, kernel_init=kinit, name=f"layer{l}")(h)
+            z = nn.Dense(width, kernel_init=scheme.kernel(l), bias_init=scheme.bias(),
+                         name=f"layer{l}")(h)
             h = act_site(self, l, sp, z, eps, capture, aux)
             h = nn.Dropout(self.dropout, deterministic=not train)(h)
         return nn.Dense(1, name="out")(h), (aux if capture else None)

@@ -39,13 +39,13 @@ class ResNet(nn.Module):
     def __call__(self, x, eps=None, capture: bool = False, train: bool = False):
         if x.ndim == 2:
             x = x[..., None]
-        kinit = init_lib.kernel_init(*self.init_scheme)
+        scheme = init_lib.Scheme(*self.init_scheme)  # convolutions only: they have no bias
         k = (3,) * (x.ndim - 2)
         aux = new_aux()
 
-        def conv(h, ch, stride, name):
+        def conv(h, ch, stride, name, l):
             return nn.Conv(ch, k, strides=stride, padding="SAME", use_bias=False,
-                           kernel_init=kinit, name=name)(h)
+                           kernel_init=scheme.kernel(l), name=name)(h)
 
         def bn(h, name):
             return nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)(h)
@@ -53,7 +53,7 @@ class ResNet(nn.Module):
         def act(l, z):
             return act_site(self, l, self.specs[l], z, eps, capture, aux)
 
-        h = conv(x, self.channels, 1, "layer0")
+        h = conv(x, self.channels, 1, "layer0", 0)
         if not self.preact:
             h = act(0, bn(h, "layer0_bn"))
         n = 0  # blocks so far
@@ -65,15 +65,15 @@ class ResNet(nn.Module):
                 if self.preact:
                     y = act(2 * n, bn(h, f"layer{2 * n}_bnpre"))
                     shortcut = y if (stride != 1 or h.shape[-1] != ch) else h
-                    y = conv(y, ch, stride, f"layer{l1}")
+                    y = conv(y, ch, stride, f"layer{l1}", l1)
                     y = act(l1, bn(y, f"layer{l1}_bn"))
-                    y = conv(y, ch, 1, f"layer{l2}")
+                    y = conv(y, ch, 1, f"layer{l2}", l2)
                 else:
                     shortcut = h
-                    y = act(l1, bn(conv(h, ch, stride, f"layer{l1}"), f"layer{l1}_bn"))
-                    y = bn(conv(y, ch, 1, f"layer{l2}"), f"layer{l2}_bn")
+                    y = act(l1, bn(conv(h, ch, stride, f"layer{l1}", l1), f"layer{l1}_bn"))
+                    y = bn(conv(y, ch, 1, f"layer{l2}", l2), f"layer{l2}_bn")
                 if shortcut.shape != y.shape:
-                    shortcut = conv(shortcut, ch, stride, f"proj{n}")
+                    shortcut = conv(shortcut, ch, stride, f"proj{n}", l1)
                 h = shortcut + y
                 if not self.preact:
                     h = act(l2, h)

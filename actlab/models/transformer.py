@@ -41,7 +41,7 @@ class Transformer(nn.Module):
             x = x[:, : hh // p * p, : ww // p * p]
             x = x.reshape(b, hh // p, p, ww // p, p, c).transpose(0, 1, 3, 2, 4, 5)
             x = x.reshape(b, (hh // p) * (ww // p), p * p * c)
-        kinit = init_lib.kernel_init(*self.init_scheme)
+        scheme = init_lib.Scheme(*self.init_scheme)
         h = nn.Dense(self.dim, name="embed")(x)
         h = h + self.param("pos", nn.initializers.normal(0.02), h.shape[1:])
         aux = new_aux()
@@ -50,9 +50,12 @@ class Transformer(nn.Module):
             y = nn.MultiHeadDotProductAttention(self.heads, name=f"layer{l}_attn")(y, y)
             h = h + y
             y = nn.LayerNorm(name=f"layer{l}_ln2")(h)
-            z = nn.Dense(self.dim * self.mlp_ratio, kernel_init=kinit, name=f"layer{l}")(y)
+            kinit, binit = scheme.kernel(l), scheme.bias()
+            z = nn.Dense(self.dim * self.mlp_ratio, kernel_init=kinit, bias_init=binit,
+                         name=f"layer{l}")(y)
             y = act_site(self, l, sp, z, eps, capture, aux)
-            h = h + nn.Dense(self.dim, kernel_init=kinit, name=f"layer{l}_fc2")(y)
+            h = h + nn.Dense(self.dim, kernel_init=kinit, bias_init=binit,
+                             name=f"layer{l}_fc2")(y)
         h = nn.LayerNorm(name="final_ln")(h).mean(1)
         return nn.Dense(self.num_classes, name="out")(h), (aux if capture else None)
 
