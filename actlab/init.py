@@ -27,6 +27,11 @@ _SCHEMES = {
 }
 DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 
+
+def square_sigma_w2(name: str) -> float:
+    """Var w x fan_in of a scheme at gain 1 for a square layer (fan_in = fan_out)."""
+    return 1.0 if name == "orthogonal" else _SCHEMES[name][0]
+
 SigmaW2 = float | tuple[float, ...] | None  # one value, one per layer, or the scheme's
 
 

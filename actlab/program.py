@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from actlab import step
@@ -131,10 +130,7 @@ def make_program(exp: Experiment, per_call: int = 1) -> Callable:
 
         def body(state, s):
             def skip(st):  # an unused slot of the call's tail: nothing runs
-                shapes = jax.eval_shape(slot, st, d, s)[1]
-                return st, jax.tree.map(lambda a: jnp.full(a.shape, jnp.nan, a.dtype)
-                                        if jnp.issubdtype(a.dtype, jnp.floating)
-                                        else jnp.zeros(a.shape, a.dtype), shapes)
+                return st, step.placeholder(jax.eval_shape(slot, st, d, s)[1])
 
             return jax.lax.cond(s["active"], lambda st: slot(st, d, s), skip, state)
 

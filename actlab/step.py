@@ -187,11 +187,13 @@ def noise_probe(params, model_state, x, y, key, *, model: Model, head: Head,
     return probes.noise_scale(probe_loss(model, head, model_state), params, x, y, chunk)
 
 
+def placeholder(shapes) -> Any:
+    """Arrays of these shapes standing for a measurement not taken: NaN (integers: 0)."""
+    return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype)
+                        if jnp.issubdtype(s.dtype, jnp.floating)
+                        else jnp.zeros(s.shape, s.dtype), shapes)
+
+
 def switched(fn: Callable, on: jax.Array, *args) -> Any:
     """fn(*args) when `on`, else NaNs of the same structure (lax.cond: off costs nothing)."""
-
-    def off(*a):
-        out = jax.eval_shape(fn, *a)
-        return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), out)
-
-    return jax.lax.cond(on, fn, off, *args)
+    return jax.lax.cond(on, fn, lambda *a: placeholder(jax.eval_shape(fn, *a)), *args)

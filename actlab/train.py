@@ -87,11 +87,11 @@ class Recorder:
         """Write the records of one call; return the members' diverged_at after it."""
         m = jax.device_get(m)
         wall = time.perf_counter() - self.t0
-        total, done, records = max(call.steps_done, 1), 0, []
-        for k, slot in enumerate(call.slots):
+        done, records = 0, []
+        for k, slot in enumerate(call.slots):  # wall times spread over the call's steps
             done += slot.n_plain + slot.apply
-            at = self.last_wall + (wall - self.last_wall) * (done / total if call.steps_done
-                                                             else 1.0)
+            at = self.last_wall + (wall - self.last_wall) * (
+                done / call.steps_done if call.steps_done else 1.0)
             mk = {key: v[:, k] for key, v in m.items()}
             rec = to_records(mk, slot.step, at, self.members, slot.on)
             div = np.asarray(mk["diverged_at"])

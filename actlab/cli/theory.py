@@ -185,9 +185,10 @@ def _scheme_sigma_w2(scheme: str, activation: str) -> tuple[float, str]:
             else "he"
         w, note = _scheme_sigma_w2(base, activation)
         return w, f"init=auto ({note.removeprefix('init=')})"
-    return {"he": (2.0, "init=he"), "lecun": (1.0, "init=lecun"),
-            "glorot": (1.0, "init=glorot, equal fan-in and fan-out"),
-            "orthogonal": (1.0, "init=orthogonal, square layers")}[scheme]
+    from actlab import init
+
+    note = {"glorot": ", equal fan-in and fan-out", "orthogonal": ", square layers"}
+    return init.square_sigma_w2(scheme), f"init={scheme}{note.get(scheme, '')}"
 
 
 def compute(name: str, params: dict, sigma_w2: float | None = None, sigma_b2: float = 0.0, *,
