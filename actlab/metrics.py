@@ -1,7 +1,8 @@
 """Per-layer training-dynamics metrics: pure jnp functions, called inside jit.
 
 Definitions (the contract in DESIGN.md), per hidden layer l with pre-activation
-z and h = phi(z):
+z and h = phi(z) (for a gated unit z is the gate's pre-activation z_g and
+h = gate(z_g) z_v):
 
 - grad_norm: ||d loss / d theta_l||, kernel and bias together, on the step's batch
 - weight_norm: ||theta_l||
@@ -10,7 +11,11 @@ z and h = phi(z):
   ||d loss_b / d z_l|| (loss_b is example b's loss; the batch loss is their mean)
 - act_mean, act_std: mean and std of h over probe examples and units
 - dead_frac: fraction of units with |phi'(z)| <= 1e-12 on every probe example, for
-  activations that have an exactly flat side (registry: can_die); 0 for the others
+  activations that have an exactly flat side (registry: can_die); 0 for the others.
+  A gated unit h = gate(z_g) z_v is dead when its output and both input gradients
+  vanish on every probe example: max(|gate'(z_g) z_v|, |gate(z_g)|) <= 1e-12
+- gate_mean (gated units only, with act_mean): mean of gate(z_g) over probe examples
+  and units
 - sat_frac: fraction of (example, unit) pairs with |phi'(z)| < 0.01 max|phi'|
   whose z lies in the activation's saturating tails (registry metadata)
 - q: mean of z^2 over probe examples and units (the mean-field length q_l)
@@ -84,7 +89,8 @@ def delta_norm(grad_eps) -> jax.Array:
 
 def activation_metrics(z, h, dphi, sat_lo_L: jax.Array, sat_hi_L: jax.Array,
                        dphi_max_L: jax.Array, selected=ACTIVATION_METRICS,
-                       can_die_L: jax.Array | None = None) -> dict[str, jax.Array]:
+                       can_die_L: jax.Array | None = None, gate=None,
+                       flow=None) -> dict[str, jax.Array]:
     """act_mean, act_std, dead_frac, sat_frac per layer, on the probe batch (the selected ones).
 
     z, h, dphi are stacked [L, P, W] or lists of per-layer [P, ..., C] arrays (every
@@ -94,28 +100,40 @@ def activation_metrics(z, h, dphi, sat_lo_L: jax.Array, sat_hi_L: jax.Array,
     (1 or 0 per layer, from the registry) says whether the layer's activation has an
     exactly flat side: only then can a unit be dead. Without it, a tanh or sigmoid unit
     saturated far out (float32 rounds 1 - tanh(z)^2 to 0 past |z| ~ 9) would read dead.
+    Gated units also pass `gate` (gate(z_g)) and `flow` (max(|dh/dz_g|, |dh/dz_v|)), which
+    decides deadness in place of phi'.
     """
     if can_die_L is None:
         can_die_L = jnp.ones_like(dphi_max_L)
     if isinstance(z, (list, tuple)):
-        per = [_stacked_metrics(*(a.reshape(1, -1, a.shape[-1]) for a in (zl, hl, dl)),
-                                sat_lo_L[l:l + 1], sat_hi_L[l:l + 1], dphi_max_L[l:l + 1],
-                                can_die_L[l:l + 1], selected)
-               for l, (zl, hl, dl) in enumerate(zip(z, h, dphi, strict=True))]
+        n = len(z)
+        gate, flow = gate or [None] * n, flow or [None] * n
+
+        def flat(a):
+            return None if a is None else a.reshape(1, -1, a.shape[-1])
+
+        per = [_stacked_metrics(*(flat(a) for a in arrays), sat_lo_L[l:l + 1],
+                                sat_hi_L[l:l + 1], dphi_max_L[l:l + 1], can_die_L[l:l + 1],
+                                selected)
+               for l, arrays in enumerate(zip(z, h, dphi, gate, flow, strict=True))]
         return {k: jnp.concatenate([p[k] for p in per]) for k in per[0]}
-    return _stacked_metrics(z, h, dphi, sat_lo_L, sat_hi_L, dphi_max_L, can_die_L, selected)
+    return _stacked_metrics(z, h, dphi, gate, flow, sat_lo_L, sat_hi_L, dphi_max_L, can_die_L,
+                            selected)
 
 
-def _stacked_metrics(z_LxPxW, h_LxPxW, dphi_LxPxW, sat_lo_L, sat_hi_L, dphi_max_L, can_die_L,
-                     selected):
+def _stacked_metrics(z_LxPxW, h_LxPxW, dphi_LxPxW, gate_LxPxW, flow_LxPxW, sat_lo_L, sat_hi_L,
+                     dphi_max_L, can_die_L, selected):
     out = {}
     if "act_mean" in selected:
         out["act_mean"] = jnp.mean(h_LxPxW, axis=(1, 2))
+        if gate_LxPxW is not None:
+            out["gate_mean"] = jnp.mean(gate_LxPxW, axis=(1, 2))
     if "act_std" in selected:
         out["act_std"] = jnp.std(h_LxPxW, axis=(1, 2))
     abs_d = jnp.abs(dphi_LxPxW)
     if "dead_frac" in selected:
-        dead = jnp.mean(jnp.all(abs_d <= DEAD_EPS, axis=1), axis=-1)
+        live = abs_d if flow_LxPxW is None else flow_LxPxW
+        dead = jnp.mean(jnp.all(live <= DEAD_EPS, axis=1), axis=-1)
         out["dead_frac"] = jnp.where(can_die_L > 0, dead, 0.0)
     if "sat_frac" in selected:
         lo, hi = sat_lo_L[:, None, None], sat_hi_L[:, None, None]

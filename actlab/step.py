@@ -151,7 +151,8 @@ def measure(state: TrainState, out: dict[str, Any], x_probe: jax.Array, y_probe:
     if acts:
         c = state.consts
         m.update(metrics.activation_metrics(aux["z"], aux["h"], aux["dphi"], c["sat_lo"],
-                                            c["sat_hi"], c["dphi_max"], acts, c["can_die"]))
+                                            c["sat_hi"], c["dphi_max"], acts, c["can_die"],
+                                            gate=aux.get("gate"), flow=aux.get("flow")))
     if signal:
         m.update(metrics.signal_metrics(aux["z"], signal))
     m.update(model.activation_params(state.params))

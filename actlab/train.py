@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from actlab import checkpoint, files, program, rundir, schedule, writers
 from actlab.config import Config
-from actlab.experiment import Experiment, build, device_data, initial_state
+from actlab.experiment import Experiment, build, device_data, initial_state, resolved_init
 from actlab.rundir import RunDirError
 from actlab.step import TrainState
 from actlab.summary import Tracker, aggregate, run_group, to_records
@@ -145,8 +145,13 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     trackers = [Tracker(m, tc.target) for m in members]
     summary: dict[str, Any] = {"config": config.to_dict(), "status": "running", "seeds": [],
                                "aggregate": {}}
+    scheme = resolved_init(config, exp.specs)
+    # the initialisation as drawn (init=critical: the edge-of-chaos sigma_w2 per layer)
+    summary["init"] = {"name": scheme.name, "sigma_w2": scheme.sigma_w2,
+                       "sigma_b2": scheme.sigma_b2, "gain": scheme.gain}
     d = device_data(exp)
     state = initial_state(exp, members)
+    summary["num_params"] = int(sum(x[0].size for x in jax.tree.leaves(state.params)))
     ckpt = checkpoint.Checkpoints(run_dir, tc.checkpoint_keep) if (
         tc.checkpoint_every > 0 or mode == "resume") else None
     if mode == "resume":

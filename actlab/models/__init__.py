@@ -40,10 +40,11 @@ class Role:
     """What one parameter array is to the engine (a leaf of a model's label tree).
 
     group: "layer" (weights producing z_layer), "out" (the output layer), "act" (a
-    learned activation parameter of layer `layer`, or of every layer when stacked) or
-    "other" (embeddings, norms outside a layer, ...). stacked: the leading axis runs
-    over layers layer, layer + 1, ... kernel: a weight matrix or filter (not a bias
-    or normalisation parameter). param: the activation parameter's name.
+    learned activation parameter of layer `layer`, or of every layer when stacked), "norm"
+    (a layer's normalisation parameters) or "other" (embeddings, norms outside a layer,
+    ...). stacked: the leading axis runs over layers layer, layer + 1, ... kernel: a
+    weight matrix or filter (not a bias or normalisation parameter). param: the name a
+    learned scalar is logged under (an activation parameter; DyT's dyt_alpha).
     """
 
     group: str
@@ -112,9 +113,12 @@ class Model:
         """Learned activation parameters, e.g. prelu_alpha -> [L] or prelu_alpha/3 -> scalar."""
         out: dict[str, jax.Array] = {}
         for role, v in zip(_roles(self.labels(params)), jax.tree.leaves(params), strict=True):
-            if role.group != "act":
+            if role.param is None:
                 continue
-            if role.stacked:  # one value per layer, every layer the same function
+            if role.group != "act":  # a learned scalar of a layer's normalisation (DyT alpha)
+                key = role.param if role.stacked else f"{role.param}/{role.layer}"
+                out[key if role.layer is not None else f"{role.param}/final"] = v
+            elif role.stacked:  # one value per layer, every layer the same function
                 out[f"{self.specs[role.layer].name}_{role.param}"] = v
             else:
                 out[f"{self.specs[role.layer].name}_{role.param}/{role.layer}"] = jnp.mean(v)
@@ -123,21 +127,98 @@ class Model:
 
 def act_site(module: nn.Module, l: int, spec: Spec, z: jax.Array, eps, capture: bool,
              aux: dict[str, list]) -> jax.Array:
-    """Apply layer l's activation inside a compact module: eps, learned params, capture."""
+    """Apply layer l's activation inside a compact module: eps, learned params, capture.
+
+    A gated spec takes the fused pre-activation z = [z_g, z_v] (see `unit`).
+    """
     learned = {p: module.param(f"act{l}_{p}", nn.initializers.constant(v), ())
                for p, v in spec.learned.items()}
-    if eps is not None:
-        z = z + eps[l]
-    h = spec(z, **learned)
-    if capture:
-        aux["z"].append(z)
-        aux["h"].append(h)
-        aux["dphi"].append(spec.derivative(z, **learned))
+    h, captured = unit(spec, z, None if eps is None else eps[l], learned, capture)
+    for k, v in (captured or {}).items():
+        aux.setdefault(k, []).append(v)
     return h
 
 
+def unit(spec: Spec, z: jax.Array, e: jax.Array | None, learned: Mapping[str, jax.Array],
+         capture: bool) -> tuple[jax.Array, dict[str, jax.Array] | None]:
+    """A layer's units on pre-activation z: h and, with `capture`, what the metrics read.
+
+    Elementwise: h = phi(z + e); captured z, h and phi'(z). Gated (GLU family): z holds the
+    gate and value pre-activations side by side on its last axis, z = [z_g, z_v], and
+    h = gate(z_g + e) * z_v; captured z = z_g (the site of eps, sat_frac and delta_norm),
+    h, phi' = gate'(z_g), `gate` = gate(z_g), and `flow` = max(|dh/dz_g|, |dh/dz_v|) per
+    unit and example, which is 0 exactly when the unit's output and both input gradients
+    vanish (dead).
+    """
+    if not spec.gated:
+        if e is not None:
+            z = z + e
+        h = spec(z, **learned)
+        return h, ({"z": z, "h": h, "dphi": spec.derivative(z, **learned)} if capture else None)
+    u = z.shape[-1] // 2
+    zg, zv = z[..., :u], z[..., u:]
+    if e is not None:
+        zg = zg + e
+    h = spec.glu(zg, zv, **learned)
+    if not capture:
+        return h, None
+    ones = jnp.ones_like(zg)
+    dh_dg = jax.jvp(lambda g: spec.glu(g, zv, **learned), (zg,), (ones,))[1]
+    dh_dv = jax.jvp(lambda v: spec.glu(zg, v, **learned), (zv,), (ones,))[1]
+    gate = spec.gate
+    return h, {"z": zg, "h": h, "dphi": gate.derivative(zg, **learned),
+               "gate": gate(zg, **learned),
+               "flow": jnp.maximum(jnp.abs(dh_dg), jnp.abs(dh_dv))}
+
+
 def new_aux() -> dict[str, list]:
-    return {"z": [], "h": [], "dphi": []}
+    return {}
+
+
+def is_gated(specs: tuple[Spec, ...]) -> bool:
+    """Whether the layers use a gated unit (GLU family); every layer or none."""
+    kinds = {sp.gated for sp in specs}
+    if len(kinds) > 1:
+        raise ModelError("model.activations mixes gated units (GLU family) and elementwise "
+                         "activations; use one kind in all layers")
+    return kinds.pop()
+
+
+def paired(init: Callable) -> Callable:
+    """Initializer of a fused [..., fan_in, 2U] gate-and-value kernel: each U-wide half drawn
+    as a kernel of its own (fans as for a U-wide layer)."""
+
+    def init2(key, shape, dtype=jnp.float32):
+        k_gate, k_value = jax.random.split(key)
+        half = (*shape[:-1], shape[-1] // 2)
+        return jnp.concatenate([init(k_gate, half, dtype), init(k_value, half, dtype)], -1)
+
+    return init2
+
+
+def matched_units(count: Callable[[int], int], target: int, hi: int) -> int:
+    """The width U in 1..hi whose parameter count `count(U)` is closest to `target`
+    (`model.glu_width=match`: a gated model as large as the elementwise one)."""
+    return min(range(1, hi + 1), key=lambda u: (abs(count(u) - target), u))
+
+
+GLU_WIDTHS = ("match", "same")
+GATED_MODELS = ("mlp", "transformer")  # the models whose layers can be gated units
+
+
+class DyT(nn.Module):
+    """Dynamic Tanh (Zhu et al. 2025), in place of a normalisation layer:
+    gamma * tanh(alpha x) + beta, a learned scalar alpha (initial `alpha0`) and per-channel
+    gamma (ones) and beta (zeros) over the last axis."""
+
+    alpha0: float = 0.5
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        alpha = self.param("dyt_alpha", nn.initializers.constant(self.alpha0), ())
+        gamma = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        beta = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+        return gamma * jnp.tanh(alpha * x) + beta
 
 
 def prefix_labels(num_layers: int) -> Callable[[Mapping[str, Any]], Any]:
@@ -145,6 +226,9 @@ def prefix_labels(num_layers: int) -> Callable[[Mapping[str, Any]], Any]:
     layer l's weights, 'out' the output layer, 'act<l>_<p>' layer l's activation parameter p
     (as `act_site` creates them); anything else is "other"."""
     sites = {f"layer{l}": l for l in range(num_layers)}
+    # a block's DyT scalars: 'layer<l>_ln2' (before the MLP) logs as dyt_alpha/l,
+    # 'layer<l>_ln1' (before attention) as dyt_alpha_attn/l, a final one as dyt_alpha/final
+    dyt_names = {"ln2": "dyt_alpha", "ln1": "dyt_alpha_attn"}
 
     def module_role(name: str) -> Role:
         if name == "out":
@@ -158,9 +242,13 @@ def prefix_labels(num_layers: int) -> Callable[[Mapping[str, Any]], Any]:
 
     def labels(tree):
         def leaf(path, _):
-            role = module_role(str(path[0].key))
-            kernel = any(getattr(k, "key", None) == "kernel" for k in path[1:])
-            return dataclasses.replace(role, kernel=kernel) if kernel else role
+            module = str(path[0].key)
+            role = module_role(module)
+            keys = [getattr(k, "key", None) for k in path[1:]]
+            if keys and keys[-1] == "dyt_alpha":  # DyT in place of a norm: named by its site
+                return dataclasses.replace(role, param=dyt_names.get(module.rpartition("_")[2],
+                                                                     "dyt_alpha"))
+            return dataclasses.replace(role, kernel=True) if "kernel" in keys else role
 
         return jax.tree_util.tree_map_with_path(leaf, dict(tree))
 
@@ -241,6 +329,9 @@ def build(name: str, *, specs: tuple[Spec, ...], num_classes: int, input_shape: 
     """Build model `name` (see names()) for the given activations and data shape."""
     if name not in _BUILDERS:
         raise ModelError(f"unknown model '{name}'; known: {', '.join(names())}")
+    if name not in GATED_MODELS and any(sp.gated for sp in specs):
+        raise ModelError(f"gated units (GLU family) need model={' or model='.join(GATED_MODELS)};"
+                         f" model '{name}' applies its activation elementwise")
     return _BUILDERS[name](specs=specs, num_classes=num_classes, input_shape=input_shape,
                            init=init, **params)
 

@@ -1,17 +1,22 @@
 """The MLP: identical hidden layers run under lax.scan, so compile time is flat in depth.
 
 Layer l computes z_l = norm(W_l h_{l-1} + b_l) (+ eps_l), h_l = dropout(phi_l(z_l)),
-plus h_{l-1} when residual (layers 1..depth-1, whose widths match).
+plus h_{l-1} when residual (layers 1..depth-1, whose widths match). norm is layer norm,
+batch norm or DyT (gamma tanh(alpha z) + beta, a learned alpha per layer). With a gated
+unit (GLU family) each layer's kernel is fused, [fan_in, 2U]: z_l = [z_g, z_v] and
+h_l = gate(z_g + eps_l) * z_v (actlab.models.unit).
 Parameters: in_kernel [D, W], in_bias [W], hidden_kernel [depth-1, W, W] and
 hidden_bias [depth-1, W] when scanned (unrolled: hidden<l>_kernel [W, W] and
 hidden<l>_bias [W] per layer, which the backward pass need not scatter into a
 stack), out_kernel [W, C], out_bias [C]; norm scale/bias
-[depth, W] when normalised; learned activation parameters act_<p> [depth] (or
-act<l>_<p> when the layers use different activations).
+[depth, W] when normalised (and DyT's dyt_alpha [depth]); learned activation
+parameters act_<p> [depth] (or act<l>_<p> when the layers use different activations).
+Gated: W is the number of units U, and every kernel and bias producing z has 2U columns.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -21,6 +26,7 @@ import jax.numpy as jnp
 
 from actlab import init as init_lib
 from actlab.activations import Spec
+from actlab.models import is_gated, matched_units, paired, unit
 
 if TYPE_CHECKING:
     from actlab.models import Role
@@ -42,7 +48,8 @@ class MLP(nn.Module):
     gain: float = 1.0
     sigma_w2: init_lib.SigmaW2 = None  # Var w = gain^2 sigma_w2 / fan_in (one per layer)
     sigma_b2: float = 0.0  # hidden biases N(0, sigma_b2); 0: zeros
-    norm: str = "none"  # none | layer | batch
+    norm: str = "none"  # none | layer | batch | dyt
+    dyt_alpha0: float = 0.5  # DyT's initial alpha
     dropout: float = 0.0
     residual: bool = False
     # True: identical hidden layers run under lax.scan (compile time flat in depth); False
@@ -61,13 +68,17 @@ class MLP(nn.Module):
         scheme = init_lib.Scheme(self.init_name, self.distribution, self.gain, self.sigma_w2,
                                  self.sigma_b2)
         kinit, sinit, binit = scheme.kernel(0), scheme.kernel(1, stacked=True), scheme.bias()
-        k_in = self.param("in_kernel", kinit, (x.shape[-1], W))
-        b_in = self.param("in_bias", binit, (W,))
+        gated = is_gated(self.specs)
+        if gated:
+            kinit, sinit = paired(kinit), paired(sinit)
+        P = 2 * W if gated else W  # columns of each kernel producing z
+        k_in = self.param("in_kernel", kinit, (x.shape[-1], P))
+        b_in = self.param("in_bias", binit, (P,))
         scan = self.homogeneous and (L > UNROLL_MAX_DEPTH if self.scan_layers == "auto"
                                      else bool(self.scan_layers))
         if L > 1 and scan:
-            k_h = self.param("hidden_kernel", sinit, (L - 1, W, W))
-            b_h = self.param("hidden_bias", binit, (L - 1, W))
+            k_h = self.param("hidden_kernel", sinit, (L - 1, W, P))
+            b_h = self.param("hidden_bias", binit, (L - 1, P))
         hidden_key = bias_key = None
         if L > 1 and not scan and self.is_initializing():
             # unrolled layers hold their own arrays (made below, after every other parameter);
@@ -81,11 +92,14 @@ class MLP(nn.Module):
 
         norm: dict[str, jax.Array] = {}
         if self.norm != "none":
-            norm["scale"] = self.param("norm_scale", nn.initializers.ones, (L, W))
-            norm["bias"] = self.param("norm_bias", nn.initializers.zeros, (L, W))
+            norm["scale"] = self.param("norm_scale", nn.initializers.ones, (L, P))
+            norm["bias"] = self.param("norm_bias", nn.initializers.zeros, (L, P))
+        if self.norm == "dyt":
+            norm["alpha"] = self.param("dyt_alpha", nn.initializers.constant(self.dyt_alpha0),
+                                       (L,))
         if self.norm == "batch":
-            ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (L, W))
-            ra_var = self.variable("batch_stats", "var", jnp.ones, (L, W))
+            ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (L, P))
+            ra_var = self.variable("batch_stats", "var", jnp.ones, (L, P))
             norm["ra_mean"], norm["ra_var"] = ra_mean.value, ra_var.value
 
         if self.homogeneous:
@@ -105,9 +119,9 @@ class MLP(nn.Module):
                 return lambda key, shape: fn(key if stack_key is None else stack_key,
                                              (L - 1, *shape))[l - 1]
 
-            k_h = [self.param(f"hidden{l}_kernel", hidden_init(l, sinit, hidden_key), (W, W))
+            k_h = [self.param(f"hidden{l}_kernel", hidden_init(l, sinit, hidden_key), (W, P))
                    for l in range(1, L)]
-            b_h = [self.param(f"hidden{l}_bias", hidden_init(l, binit, bias_key), (W,))
+            b_h = [self.param(f"hidden{l}_bias", hidden_init(l, binit, bias_key), (P,))
                    for l in range(1, L)]
         drop_key = self.make_rng("dropout") if (train and self.dropout > 0) else None
 
@@ -124,10 +138,9 @@ class MLP(nn.Module):
                 else:
                     mu, var = nrm["ra_mean"], nrm["ra_var"]
                 z = (z - mu) * jax.lax.rsqrt(var + NORM_EPS) * nrm["scale"] + nrm["bias"]
-            if e is not None:
-                z = z + e
-            out = sp(z, **lp)
-            aux = (z, out, sp.derivative(z, **lp)) if capture else None
+            elif self.norm == "dyt":
+                z = nrm["scale"] * jnp.tanh(nrm["alpha"] * z) + nrm["bias"]
+            out, aux = unit(sp, z, e, lp, capture)
             if drop_key is not None:
                 keep = jax.random.bernoulli(jax.random.fold_in(drop_key, l), 1 - self.dropout,
                                             out.shape)
@@ -169,8 +182,7 @@ class MLP(nn.Module):
         logits = h @ k_out + b_out
         if not capture:
             return logits, None
-        z, hs, dphi = aux
-        return logits, {"z": z, "h": hs, "dphi": dphi}
+        return logits, aux
 
 
 def labels(tree: Mapping[str, jax.Array]) -> dict[str, Role]:
@@ -192,30 +204,63 @@ def labels(tree: Mapping[str, jax.Array]) -> dict[str, Role]:
             return Role("act", 0, stacked=True, param=param)
         if head.startswith("act") and head[3:].isdigit():
             return Role("act", int(head[3:]), param=param)
+        if name == "dyt_alpha":
+            return Role("norm", 0, stacked=True, param="dyt_alpha")
         return Role("other")  # normalisation scale and bias [depth, W]
 
     return {k: role(k) for k in tree}
 
 
-def _sites(depth=4, width=64, norm="none", dropout=0.0, residual=False, scan_layers="auto"):
-    from actlab.models import ModelError, choice, fraction, positive_int
+def _sites(depth=4, width=64, norm="none", dropout=0.0, residual=False, scan_layers="auto",
+           glu_width="match", dyt_alpha0=0.5):
+    from actlab.models import GLU_WIDTHS, ModelError, choice, fraction, positive_int
 
     if scan_layers not in (True, False, "auto"):
         raise ModelError(f"model.scan_layers must be true, false or auto, got {scan_layers!r}")
     positive_int("width", width)
-    choice("norm", norm, ("none", "layer", "batch"))
+    choice("norm", norm, NORMS)
+    choice("glu_width", glu_width, GLU_WIDTHS)
     fraction("dropout", dropout)
+    if isinstance(dyt_alpha0, bool) or not isinstance(dyt_alpha0, (int, float)):
+        raise ModelError(f"model.dyt_alpha0 must be a number, got {dyt_alpha0!r}")
     return positive_int("depth", depth)
 
 
+NORMS = ("none", "layer", "batch", "dyt")
+
+
+def num_params(units: int, *, gated: bool, depth: int, fan_in: int, num_classes: int,
+               norm: str) -> int:
+    """Trained parameters of the MLP with `units` units per layer (closed form)."""
+    cols = 2 * units if gated else units
+    n = fan_in * cols + cols + (depth - 1) * (units * cols + cols) + units * num_classes
+    n += num_classes
+    if norm != "none":
+        n += 2 * depth * cols + (depth if norm == "dyt" else 0)
+    return n
+
+
+def units(width: int, gated: bool, glu_width: str, **shape) -> int:
+    """Units per layer: `width`, or for a gated unit under glu_width=match the width whose
+    model has the parameter count of the elementwise model of `width` (for deep stacks
+    about width / sqrt(2); Shazeer's 2/3 holds for a single d -> d_ff -> d block)."""
+    if not gated or glu_width == "same":
+        return width
+    target = num_params(width, gated=False, **shape)
+    return matched_units(lambda u: num_params(u, gated=True, **shape), target, width)
+
+
 def build(*, specs, num_classes, input_shape, init, depth=4, width=64, norm="none", dropout=0.0,
-          residual=False, scan_layers="auto"):
-    """An MLP with `depth` hidden layers of `width` units."""
+          residual=False, scan_layers="auto", glu_width="match", dyt_alpha0=0.5):
+    """An MLP with `depth` hidden layers of `width` units (gated: see `units`)."""
     from actlab.models import Model
 
     scheme = init_lib.Scheme(*init)
-    module = MLP(depth=depth, width=width, num_classes=num_classes, specs=tuple(specs),
+    w = units(width, is_gated(tuple(specs)), glu_width, depth=depth,
+              fan_in=math.prod(input_shape), num_classes=num_classes, norm=norm)
+    module = MLP(depth=depth, width=w, num_classes=num_classes, specs=tuple(specs),
                  init_name=scheme.name, distribution=scheme.distribution, gain=scheme.gain,
                  sigma_w2=scheme.sigma_w2, sigma_b2=scheme.sigma_b2, norm=norm,
-                 dropout=dropout, residual=bool(residual), scan_layers=scan_layers)
+                 dyt_alpha0=float(dyt_alpha0), dropout=dropout, residual=bool(residual),
+                 scan_layers=scan_layers)
     return Model(module=module, specs=tuple(specs), labels=labels)

@@ -2,7 +2,11 @@
 
 Sequence inputs [T, C] are embedded per position; images [H, W, C] are cut into
 patch x patch patches. Layer l is transformer block l (attention and MLP); its
-activation site is the MLP's hidden layer.
+activation site is the MLP's hidden layer. `norm` is layer norm (pre-LN), DyT
+(Zhu et al. 2025: gamma tanh(alpha x) + beta in place of each layer norm) or none.
+A gated unit (GLU family) makes the MLP h = gate(x W) * (x V), W and V fused in one
+[dim, 2U] kernel; glu_width=match takes U with the MLP's parameter count of the
+elementwise block (U = H (2 dim + 1) / (3 dim + 2), Shazeer's 2/3 H up to biases).
 """
 
 from __future__ import annotations
@@ -12,14 +16,22 @@ import flax.linen as nn
 from actlab import init as init_lib
 from actlab.activations import Spec
 from actlab.models import (
+    GLU_WIDTHS,
+    DyT,
     Model,
     ModelError,
     act_site,
+    choice,
+    is_gated,
+    matched_units,
     new_aux,
+    paired,
     positive_int,
     prefix_labels,
     require_sequence_or_image,
 )
+
+NORMS = ("layer", "dyt", "none")
 
 
 class Transformer(nn.Module):
@@ -30,6 +42,16 @@ class Transformer(nn.Module):
     mlp_ratio: int = 2
     patch: int = 4
     init_scheme: tuple = ("glorot", "normal", 1.0)
+    hidden: int = 0  # MLP units (0: mlp_ratio * dim)
+    norm: str = "layer"
+    dyt_alpha0: float = 0.5
+
+    def normalise(self, name: str):
+        if self.norm == "layer":
+            return nn.LayerNorm(name=name)
+        if self.norm == "dyt":
+            return DyT(self.dyt_alpha0, name=name)
+        return lambda x: x
 
     @nn.compact
     def __call__(self, x, eps=None, capture: bool = False, train: bool = False):
@@ -45,35 +67,54 @@ class Transformer(nn.Module):
         h = nn.Dense(self.dim, name="embed")(x)
         h = h + self.param("pos", nn.initializers.normal(0.02), h.shape[1:])
         aux = new_aux()
+        gated = is_gated(self.specs)
+        units = self.hidden or self.dim * self.mlp_ratio
         for l, sp in enumerate(self.specs):
-            y = nn.LayerNorm(name=f"layer{l}_ln1")(h)
+            y = self.normalise(f"layer{l}_ln1")(h)
             y = nn.MultiHeadDotProductAttention(self.heads, name=f"layer{l}_attn")(y, y)
             h = h + y
-            y = nn.LayerNorm(name=f"layer{l}_ln2")(h)
+            y = self.normalise(f"layer{l}_ln2")(h)
             kinit, binit = scheme.kernel(l), scheme.bias()
-            z = nn.Dense(self.dim * self.mlp_ratio, kernel_init=kinit, bias_init=binit,
+            z = nn.Dense(2 * units if gated else units,
+                         kernel_init=paired(kinit) if gated else kinit, bias_init=binit,
                          name=f"layer{l}")(y)
             y = act_site(self, l, sp, z, eps, capture, aux)
             h = h + nn.Dense(self.dim, kernel_init=kinit, bias_init=binit,
                              name=f"layer{l}_fc2")(y)
-        h = nn.LayerNorm(name="final_ln")(h).mean(1)
+        h = self.normalise("final_ln")(h).mean(1)
         return nn.Dense(self.num_classes, name="out")(h), (aux if capture else None)
 
 
-def sites(depth=2, dim=64, heads=4, mlp_ratio=2, patch=4):
+def sites(depth=2, dim=64, heads=4, mlp_ratio=2, patch=4, norm="layer", glu_width="match",
+          dyt_alpha0=0.5):
     positive_int("dim", dim)
     positive_int("heads", heads)
     positive_int("mlp_ratio", mlp_ratio)
     positive_int("patch", patch)
+    choice("norm", norm, NORMS)
+    choice("glu_width", glu_width, GLU_WIDTHS)
+    if isinstance(dyt_alpha0, bool) or not isinstance(dyt_alpha0, (int, float)):
+        raise ModelError(f"model.dyt_alpha0 must be a number, got {dyt_alpha0!r}")
     if dim % heads:
         raise ModelError(f"model.dim ({dim}) must be a multiple of model.heads ({heads})")
     return positive_int("depth", depth)
 
 
+def mlp_params(units: int, dim: int, gated: bool) -> int:
+    """Parameters of one block's MLP with `units` hidden units (kernels and biases)."""
+    cols = 2 * units if gated else units
+    return dim * cols + cols + units * dim + dim
+
+
 def build(*, specs, num_classes, input_shape, init, depth=2, dim=64, heads=4, mlp_ratio=2,
-          patch=4):
+          patch=4, norm="layer", glu_width="match", dyt_alpha0=0.5):
     """A `depth`-block Transformer classifier for sequences or image patches."""
     require_sequence_or_image("transformer", input_shape)
+    hidden = dim * mlp_ratio
+    if is_gated(tuple(specs)) and glu_width == "match":
+        hidden = matched_units(lambda u: mlp_params(u, dim, True), mlp_params(hidden, dim, False),
+                               hidden)
     module = Transformer(specs=tuple(specs), num_classes=num_classes, dim=dim, heads=heads,
-                         mlp_ratio=mlp_ratio, patch=patch, init_scheme=tuple(init))
+                         mlp_ratio=mlp_ratio, patch=patch, init_scheme=tuple(init),
+                         hidden=hidden, norm=norm, dyt_alpha0=float(dyt_alpha0))
     return Model(module=module, specs=tuple(specs), labels=prefix_labels(len(specs)))
