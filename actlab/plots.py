@@ -43,7 +43,11 @@ __all__ = ["PALETTE", "STYLE", "StyledFigure", "color_for", "offscreen", "savefi
 
 @_styled
 def activation_grid(names: Sequence[str], xlim: float = 5.0, cols: int = 6) -> Figure:
-    """One small panel per activation: phi (solid) and phi' (dashed) on [-xlim, xlim]."""
+    """One small panel per activation: phi (solid) and phi' (dashed) on [-xlim, xlim].
+
+    Learnable functions are drawn at their initial parameters; a gated unit is drawn as
+    its gate g, with "gate: g" at the panel's top right.
+    """
     import jax.numpy as jnp
 
     from actlab import activations
@@ -54,13 +58,16 @@ def activation_grid(names: Sequence[str], xlim: float = 5.0, cols: int = 6) -> F
     x = jnp.linspace(-xlim, xlim, 801)
     for ax, name in zip(axes.flat, names, strict=False):
         sp = activations.spec(name)
+        fn, gate = (sp.gate, sp.gate.name) if sp.gated else (sp, None)
         learned = {k: jnp.float32(v) for k, v in sp.learned.items()}
+        phi, dphi = np.asarray(fn(x, **learned)), np.asarray(fn.derivative(x, **learned))
         ax.axhline(0, color="0.85", lw=0.8)
         ax.axvline(0, color="0.85", lw=0.8)
-        ax.plot(x, np.asarray(sp(x, **learned)), color=PALETTE[0], lw=1.6, label=r"$\phi$")
-        ax.plot(x, np.asarray(sp.derivative(x, **learned)), color=PALETTE[1], lw=1.3, ls="--",
-                label=r"$\phi'$")
+        ax.plot(x, phi, color=PALETTE[0], lw=1.6, label=r"$\phi$")
+        ax.plot(x, dphi, color=PALETTE[1], lw=1.3, ls="--", label=r"$\phi'$")
         ax.set_title(name, fontsize=9)
+        if gate is not None:
+            ax.set_title(f"gate: {gate}", loc="right", fontsize=7, color="0.4")
         ax.set_ylim(-1.6, 3.2)
         ax.tick_params(labelsize=7)
         ax.grid(False)
@@ -73,7 +80,10 @@ def activation_grid(names: Sequence[str], xlim: float = 5.0, cols: int = 6) -> F
 
 @_styled
 def activation_curves(names: Sequence[str], xlim: float = 4.0) -> Figure:
-    """phi and phi' of several activations overlaid (two panels, one line per activation)."""
+    """phi and phi' of several activations overlaid (two panels, one line per activation).
+
+    Learnable functions are drawn at their initial parameters, a gated unit as its gate.
+    """
     import jax.numpy as jnp
 
     from actlab import activations
@@ -82,9 +92,12 @@ def activation_curves(names: Sequence[str], xlim: float = 4.0) -> Figure:
     x = jnp.linspace(-xlim, xlim, 801)
     for name in names:
         sp = activations.spec(name)
+        fn = sp.gate if sp.gated else sp
         learned = {k: jnp.float32(v) for k, v in sp.learned.items()}
-        a0.plot(x, np.asarray(sp(x, **learned)), label=name, **_style(name))
-        a1.plot(x, np.asarray(sp.derivative(x, **learned)), label=name, **_style(name))
+        phi, dphi = np.asarray(fn(x, **learned)), np.asarray(fn.derivative(x, **learned))
+        label = f"{name} (gate: {fn.name})" if sp.gated else name
+        a0.plot(x, phi, label=label, **_style(name))
+        a1.plot(x, dphi, label=label, **_style(name))
     a0.set(title=r"$\phi(x)$", xlabel="x", ylim=(-1.5, xlim))
     a1.set(title=r"$\phi'(x)$", xlabel="x", ylim=(-0.3, 1.3))
     a1.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))

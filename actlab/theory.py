@@ -108,6 +108,9 @@ def _resolve(act: Act | _Phi, params: Mapping[str, Any] | None = None) -> _Phi:
         act = activations.spec(act, **dict(params or {}))
     elif params:
         raise TheoryError("params go with a registered name; a Spec or a callable carries its own")
+    if isinstance(act, activations.Spec) and act.gated:
+        raise TheoryError(f"'{act.name}' is a gated unit g(z_g) * z_v: the mean-field maps "
+                          f"here are for elementwise activations (its gate: {act.gate.name})")
     if isinstance(act, activations.Spec):
         key = (act.name, tuple(sorted(act.fixed.items())), tuple(sorted(act.learned.items())))
         fn, name = (lambda x, sp=act: sp(x, **sp.learned)), act.name

@@ -2,9 +2,13 @@
 
 Every function is a pure elementwise `fn(z, **params)`. Fixed parameters are bound
 by `get(name, **params)`; learnable ones (prelu's alpha, swish's beta with
-`learnable=True`) become Flax parameters owned by the model. The metadata in
-`info(name)` drives the dead/saturated metrics, so metrics.py has no
-per-activation special cases.
+`learnable=True`, xielu's and rational's by default) become Flax parameters owned by
+the model. The metadata in `info(name)` drives the dead/saturated metrics, so
+metrics.py has no per-activation special cases.
+
+Gated linear units (swiglu, geglu, reglu, glu, bilinear) are registered too: h =
+g(z_g) * z_v takes two projections, so a gated Spec is applied with `Spec.glu`, and
+its metadata (saturation, can_die, max |phi'|) is that of its gate g (`Spec.gate`).
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ class Info:
     learnable: tuple[str, ...] = ()  # parameters that may be trained
     output_only: bool = False  # softmax, log_softmax: not elementwise
     description: str = ""
+    # A gated linear unit h = g(z_g) * z_v (two inputs): the ranges, flags and saturation
+    # above are then those of its gate g, whose default name is `gate`.
+    gated: bool = False
+    gate: str | None = None
 
     def as_dict(self) -> dict:
         """Plain-dict view (for tables and JSON)."""
@@ -64,9 +72,10 @@ class Info:
 
 @dataclasses.dataclass(frozen=True)
 class _Entry:
-    fn: Callable[..., jax.Array]
+    fn: Callable[..., Any]  # phi(z, **params); for a gated unit: fixed params -> gate name
     info: Info
     saturation_fn: Callable[..., tuple[float, float] | None] | None = None
+    resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -88,8 +97,16 @@ def register(
     output_only: bool = False,
     description: str = "",
     saturation_fn: Callable[..., tuple[float, float] | None] | None = None,
+    resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    gated: bool = False,
+    gate: str | None = None,
 ):
-    """Decorator: register `fn(z, **params)` under `name` with its metadata."""
+    """Decorator: register `fn(z, **params)` under `name` with its metadata.
+
+    `resolve(params) -> params` completes the parameters after the defaults and the
+    caller's values are merged (rational fills its coefficients from `init_like`).
+    For `gated=True`, `fn(**fixed)` returns the name of the gate function.
+    """
 
     def deco(fn):
         info = Info(
@@ -97,9 +114,10 @@ def register(
             deriv_range=deriv_range, monotone=monotone, smooth=smooth,
             zero_centred=zero_centred, can_die=can_die, saturation=saturation,
             params=dict(params or {}), learnable=tuple(learnable),
-            output_only=output_only, description=description,
+            output_only=output_only, description=description, gated=gated, gate=gate,
         )
-        _REGISTRY[name] = _Entry(fn=fn, info=info, saturation_fn=saturation_fn)
+        _REGISTRY[name] = _Entry(fn=fn, info=info, saturation_fn=saturation_fn,
+                                 resolve=resolve)
         return fn
 
     return deco
@@ -153,18 +171,23 @@ def recommended_init(name: str) -> str:
 
 
 def check_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate parameters for `name`; return defaults updated with `params`."""
-    inf = info(name)
-    allowed = set(inf.params) | ({"learnable"} if inf.learnable else set())
+    """Validate parameters for `name`; return defaults updated with `params` (resolved)."""
+    e = _entry(name)
+    allowed = set(e.info.params) | ({"learnable"} if e.info.learnable else set())
     reject_unknown("activation", name, params, allowed, ActivationError)
-    out = dict(inf.params)
+    out = dict(e.info.params)
     out.update(params)
-    return out
+    return e.resolve(out) if e.resolve is not None else out
 
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """A resolved activation: function, fixed params, and learnable params' initial values."""
+    """A resolved activation: function, fixed params, and learnable params' initial values.
+
+    Learned parameters are passed as keyword arrays to `__call__` (and `glu`); those not
+    passed take their initial values. For a gated unit, `learned` holds its gate's
+    learnable parameters (glu with gate=prelu learns alpha).
+    """
 
     name: str
     fixed: Mapping[str, Any]
@@ -172,24 +195,78 @@ class Spec:
 
     @property
     def info(self) -> Info:
-        return info(self.name)
+        """Metadata; for a gated unit the ranges, flags and saturation of its gate."""
+        inf = info(self.name)
+        if not inf.gated:
+            return inf
+        g = self.gate
+        gi = g.info
+        return dataclasses.replace(
+            inf, output_range=gi.output_range, deriv_range=gi.deriv_range,
+            monotone=gi.monotone, smooth=gi.smooth, zero_centred=gi.zero_centred,
+            can_die=gi.can_die, saturation=g.saturation(), gate=g.name)
+
+    @property
+    def gated(self) -> bool:
+        """True for a gated linear unit h = g(z_g) * z_v (apply it with `glu`)."""
+        return info(self.name).gated
+
+    @property
+    def gate(self) -> Spec:
+        """The elementwise gate g of a gated unit, at its default parameters."""
+        e = _entry(self.name)
+        if not e.info.gated:
+            raise ActivationError(f"'{self.name}' is not a gated linear unit; it has no gate")
+        name = e.fn(**self.fixed)
+        if not isinstance(name, str):
+            raise ActivationError(f"activation '{self.name}': gate must be a name, got {name!r}")
+        g = spec(name)
+        if g.gated:
+            raise ActivationError(f"activation '{self.name}': gate '{name}' is itself gated; "
+                                  "choose an elementwise activation")
+        return g
 
     def __call__(self, z: jax.Array, **learned: jax.Array) -> jax.Array:
-        return _entry(self.name).fn(z, **self.fixed, **learned)
+        if self.gated:
+            raise ActivationError(
+                f"'{self.name}' is a gated linear unit g(z_g) * z_v: it takes two projections; "
+                f"call Spec.glu(z_g, z_v), or Spec.gate for the elementwise gate")
+        # Learned parameters not passed take their initial values.
+        return _entry(self.name).fn(z, **self.fixed, **{**self.learned, **learned})
+
+    def glu(self, z_g: jax.Array, z_v: jax.Array, **learned: jax.Array) -> jax.Array:
+        """h = g(z_g) * z_v, elementwise, for a gated Spec.
+
+        With limit L set (gpt-oss's clamped form): h = g(min(z_g, L)) * (clip(z_v, -L, L) + 1),
+        and swiglu's gate is then x * sigmoid(1.702 x) (quick_gelu), as in gpt-oss.
+        """
+        g = self.gate
+        limit = self.fixed.get("limit")
+        if limit is not None:
+            z_g = jnp.minimum(z_g, limit)
+            z_v = jnp.clip(z_v, -limit, limit) + 1.0
+        return g(z_g, **learned) * z_v  # g fills in the learned values not passed
 
     def derivative(self, z: jax.Array, **learned: jax.Array) -> jax.Array:
         """Elementwise phi'(z), exact, via a forward-mode product with ones."""
         return jax.jvp(lambda u: self(u, **learned), (z,), (jnp.ones_like(z),))[1]
 
     def saturation(self) -> tuple[float, float] | None:
-        """The (lo, hi) of the saturation rule at these parameter values."""
+        """The (lo, hi) of the saturation rule at these parameter values (a gated unit's gate's)."""
+        if self.gated:
+            return self.gate.saturation()
         e = _entry(self.name)
         if e.saturation_fn is not None:
             return e.saturation_fn(**self.fixed, **self.learned)
         return e.info.saturation
 
     def max_abs_derivative(self) -> float:
-        """max |phi'| over the real line (dense grid), at these parameter values."""
+        """max |phi'| over the real line (dense grid), at these parameter values.
+
+        For a gated unit: max |g'| of its gate g.
+        """
+        if self.gated:
+            return dataclasses.replace(self.gate, learned=self.learned).max_abs_derivative()
         z = jnp.linspace(-40.0, 40.0, 160_001, dtype=jnp.float32)
         learned = {k: jnp.asarray(v, jnp.float32) for k, v in self.learned.items()}
         return float(jnp.nanmax(jnp.abs(self.derivative(z, **learned))))
@@ -198,24 +275,33 @@ class Spec:
 def spec(name: str, **params: Any) -> Spec:
     """Resolve `name` and its parameters into a Spec (the form models use)."""
     params = check_params(name, params)
-    learnable = bool(params.pop("learnable", False)) or name == "prelu"
     inf = info(name)
     if inf.output_only:
         raise ActivationError(f"'{name}' is an output-layer function, not a hidden activation")
+    if inf.gated:
+        limit = params.get("limit")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
+                                  or not limit > 0):
+            raise ActivationError(f"activation '{name}': limit must be null or a positive "
+                                  f"number, got {limit!r}")
+        sp = Spec(name=name, fixed=params, learned={})
+        return dataclasses.replace(sp, learned=dict(sp.gate.learned))
+    learnable = bool(params.pop("learnable", False)) or name == "prelu"
     learned = {k: float(params.pop(k)) for k in inf.learnable} if learnable else {}
     return Spec(name=name, fixed=params, learned=learned)
 
 
 class _Jitted:
-    """A jitted activation with its metadata attached."""
+    """A jitted activation with its metadata attached (phi(z), or glu(z_g, z_v) if gated)."""
 
     def __init__(self, sp: Spec):
         self.spec = sp
         self.info = sp.info
-        self._fn = jax.jit(functools.partial(_entry(sp.name).fn, **sp.fixed))
+        self._fn = jax.jit(sp.glu if sp.gated else
+                           functools.partial(_entry(sp.name).fn, **sp.fixed))
 
-    def __call__(self, z: jax.Array) -> jax.Array:
-        return self._fn(z)
+    def __call__(self, z: jax.Array, z_v: jax.Array | None = None) -> jax.Array:
+        return self._fn(*_inputs(self.spec, z, z_v))
 
     def derivative(self, z: jax.Array) -> jax.Array:
         return self.spec.derivative(z)
@@ -224,24 +310,39 @@ class _Jitted:
         return f"activation({self.spec.name}, {dict(self.spec.fixed)})"
 
 
+def _inputs(sp: Spec, z: jax.Array, z_v: jax.Array | None) -> tuple[jax.Array, ...]:
+    if sp.gated != (z_v is not None):
+        raise ActivationError(f"'{sp.name}' takes " + (
+            "two inputs (z_g, z_v)" if sp.gated else "one input"))
+    return (z, z_v) if sp.gated else (z,)
+
+
 class LearnableActivation(nn.Module):
-    """Flax module for an activation with trained parameters (prelu alpha, swish beta)."""
+    """Flax module for an activation with trained parameters (prelu alpha, swish beta).
+
+    A gated unit whose gate learns is called with both projections: m(z_g, z_v).
+    """
 
     spec: Spec
     per_unit: bool = False
 
     @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, z_v: jax.Array | None = None) -> jax.Array:
         shape = (z.shape[-1],) if self.per_unit else ()
         learned = {
             k: self.param(k, nn.initializers.constant(v), shape, z.dtype)
             for k, v in self.spec.learned.items()
         }
-        return self.spec(z, **learned)
+        if self.spec.gated:
+            return self.spec.glu(*_inputs(self.spec, z, z_v), **learned)
+        return self.spec(*_inputs(self.spec, z, z_v), **learned)
 
 
 def get(name: str, **params: Any):
-    """A jitted callable for fixed functions, a Flax module for learnable ones."""
+    """A jitted callable for fixed functions, a Flax module for learnable ones.
+
+    For a gated unit the callable (or module) takes two inputs: f(z_g, z_v).
+    """
     if info(name).output_only:
         params = check_params(name, params)
         return jax.jit(functools.partial(_entry(name).fn, **params))
@@ -255,4 +356,4 @@ def get(name: str, **params: Any):
 
 
 # The built-in functions register themselves on import.
-from actlab.activations import classic  # noqa: E402, F401
+from actlab.activations import classic, modern  # noqa: E402, F401
