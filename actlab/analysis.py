@@ -174,11 +174,10 @@ def _summary_rows(dirs: Iterable[Path], failed_rows: bool = False) -> pd.DataFra
         except (OSError, json.JSONDecodeError):
             s = {}
         cfg = s.get("config") or run_config(d)
-        base = {"run": str(d), **axes(cfg), "status": s.get("status", "unknown")}
+        # a job directory without a final summary: running now, or stopped (a re-run resumes it)
+        base = {"run": str(d), **axes(cfg), "status": s.get("status", "running")}
         if failed_rows:
-            ov = d / ".hydra" / "overrides.yaml"
-            base["overrides"] = " ".join(yaml.safe_load(ov.read_text()) or []) if ov.is_file() \
-                else ""
+            base["overrides"] = " ".join(_overrides(d))
         target = (cfg.get("train") or {}).get("target")
         for m in s.get("seeds", []):
             row = {**base, "target": target, **m}
@@ -190,20 +189,54 @@ def _summary_rows(dirs: Iterable[Path], failed_rows: bool = False) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def _overrides(run_dir: Path) -> list[str]:
+    """The Hydra overrides a job was launched with (.hydra/overrides.yaml), [] if unknown."""
+    ov = run_dir / ".hydra" / "overrides.yaml"
+    try:
+        return [str(o) for o in yaml.safe_load(ov.read_text()) or []] if ov.is_file() else []
+    except (OSError, yaml.YAMLError):
+        return []
+
+
 SWEEP_SUMMARY = "sweep_summary.csv"
+STATUSES = ("completed", "diverged", "failed", "running", "never started")
 
 
 def write_sweep_summary(sweep_dir: str | os.PathLike) -> Path:
     """sweep_summary.csv at the sweep root: one row per job x member (failed jobs: one row).
 
     Columns: run, config axes, the job's overrides, status, the member's seed and
-    swept values, and its convergence summary. Written atomically, so jobs that
-    finish at the same time never leave a half-written file.
+    swept values, and its convergence summary. `status` is the job's: `completed`
+    (at least one member trained to the end without diverging), `diverged` (every
+    member diverged: summary.json's diverged_at set for all), `failed` (an error
+    stopped the job), `running` (a job directory without a final summary: running
+    now or stopped, to be resumed by a re-run) or `never started` (a job of the
+    sweep definition recorded in sweep.yaml that has no directory yet; one row,
+    with its overrides). Written atomically, so jobs that finish at the same time
+    never leave a half-written file.
     """
+    from actlab.sweeps import recorded_jobs
+
     root = Path(sweep_dir)
     dirs = sorted({p.parent for p in root.rglob(SUMMARY)} |
                   {p.parent.parent for p in root.rglob(".hydra/config.yaml")}, key=_natural)
-    df = _summary_rows([d for d in dirs if d != root], failed_rows=True)
+    dirs = [d for d in dirs if d != root]
+    df = _summary_rows(dirs, failed_rows=True)
+    started = {tuple(sorted(_overrides(d))) for d in dirs}
+
+    def never_started(job: dict) -> bool:  # by its directory, else by its overrides
+        if job.get("dir") is not None:
+            return root / str(job["dir"]) not in set(dirs)
+        return tuple(sorted(job["overrides"])) not in started
+
+    pending = [{"run": str(root / str(j["dir"])) if j.get("dir") is not None else "",
+                "status": "never started", "overrides": " ".join(j["overrides"])}
+               for j in recorded_jobs(root) if never_started(j)]
+    if pending:  # in job order among the others
+        df = pd.concat([df, pd.DataFrame(pending)], ignore_index=True)
+        runs = df["run"].fillna("").astype(str)
+        order = sorted(range(len(df)), key=lambda i: (not runs.iat[i], _natural(Path(runs.iat[i]))))
+        df = df.iloc[order].reset_index(drop=True)
     out = root / SWEEP_SUMMARY
     atomic_write(out, lambda f: df.to_csv(f, index=False), sync=False)
     return out

@@ -117,7 +117,7 @@ OBJECTIVES = ("final_eval_acc", "best_eval_acc", "final_eval_loss", "final_train
               "steps_to_target", "time_to_target", "loss_auc")
 HEADS = ("softmax", "one_vs_all")
 PROBES = ("hessian", "noise_scale")
-SINKS = ("local", "stdout", "wandb", "none")
+SINKS = ("local", "stdout", "wandb", "tensorboard", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +201,12 @@ class TrainConfig:
     member_loop: str = field("auto", choices=("auto", "vmap", "map"))
     # log steps per program call: their metrics come back together (auto: ~100 steps a call)
     log_steps_per_call: int | str = field("auto", parse=_per_call)
+    # compute dtype of activations and matmuls; parameters, optimizer state and metric
+    # reductions stay float32
+    dtype: str = field("float32", choices=("float32", "bfloat16", "float16"))
+    # how the program spreads over devices: auto (members, when their count divides the
+    # devices), members, batch (each batch split over a members x data mesh), none
+    shard: str = field("auto", choices=("auto", "members", "batch", "none"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -146,13 +146,25 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path):
 
 
 def test_optuna_sweep_of_a_few_trials(tmp_path):
-    p = cli("-m", "+hparams_search=lr_depth", "hydra.sweeper.n_trials=3", "train.steps=20",
-            "train.seeds=1", "logger.progress=false", f"hydra.sweep.dir={tmp_path}")
+    p = cli("-m", "+hparams_search=lr_depth", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
+            "train.steps=20", "train.seeds=1", "logger.progress=false",
+            f"hydra.sweep.dir={tmp_path}")
     assert p.returncode == 0, p.stderr
     res = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     accs = [json.loads((tmp_path / str(j) / "summary.json").read_text())["aggregate"][
         "final_eval_acc"]["mean"] for j in range(3)]
     assert res["best_value"] == pytest.approx(max(accs))
+    assert res["best_trial"] == accs.index(max(accs))
+    import optuna  # the study is kept in the sweep directory, trial number == job number
+
+    study = optuna.load_study(study_name="lr_depth", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.value for t in study.trials] == pytest.approx(accs)
+    for t in study.trials:
+        cfg = json.loads((tmp_path / str(t.number) / "summary.json").read_text())["config"]
+        assert cfg["optimizer"]["lr"] == pytest.approx(t.params["optimizer.lr"])
+        assert 1e-4 <= t.params["optimizer.lr"] <= 1e-1 and t.params["model.depth"] in (2, 4, 8)
+    rows = read_csv(tmp_path / "sweep_summary.csv")
+    assert [r["status"] for r in rows] == ["completed"] * 3
 
 
 @pytest.mark.parametrize("name", ["grid", "random", "bayes"])

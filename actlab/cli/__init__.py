@@ -106,6 +106,8 @@ def _hydra_app():
         acc = objective(summary, "final_eval_acc", steps)
         print(f"{summary['status']}: final eval acc {acc if acc is None else round(acc, 4)}; "
               f"results in {run_dir}", flush=True)
+        if summary.get("status") == "diverged":
+            return None  # every member diverged: a sweeper records a failed trial
         return objective(summary, cfg.train.get("objective", "final_eval_acc"), steps)
 
     return app
