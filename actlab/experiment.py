@@ -140,6 +140,8 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
     model = models.build(config.model.name, specs=model_specs, num_classes=ds.num_classes,
                          input_shape=ds.input_shape, init=resolved_init(config, specs),
                          **config.model.params, **extra)
+    if config.train.dtype != "float32":
+        model = dataclasses.replace(model, dtype=jnp.dtype(config.train.dtype))
 
     def is_frozen(params):
         return model.mask(params, lambda r: r.group == "act" and r.param in frozen)

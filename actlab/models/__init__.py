@@ -65,10 +65,17 @@ class Model:
     module: nn.Module
     specs: tuple[Spec, ...]
     labels: Callable[[Mapping[str, Any]], Any]  # params -> tree of Role, same structure
+    # compute dtype (train.dtype): parameters, inputs and state are cast to it for the
+    # forward pass, which returns float32 logits and captures; None: as stored (float32)
+    dtype: Any = None
 
     @property
     def num_layers(self) -> int:
         return len(self.specs)
+
+    def _cast(self, tree, dtype):
+        return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating)
+                            else a, tree)
 
     def init(self, key: jax.Array, x: jax.Array) -> tuple[Any, dict]:
         variables = self.module.init({"params": key, "dropout": key}, x)
@@ -77,14 +84,22 @@ class Model:
 
     def apply(self, params, state, x, eps=None, capture: bool = False, train: bool = False,
               rng=None):
+        stored = state
+        if self.dtype is not None:  # mixed precision: float32 masters, low-precision compute
+            params, state, x, eps = self._cast((params, state, x, eps), self.dtype)
         variables = {"params": params, **(state or {})}
         rngs = {"dropout": rng} if rng is not None else {}
         if train and state:
             (logits, aux), new = self.module.apply(variables, x, eps, capture, train, rngs=rngs,
                                                    mutable=list(state))
-            return logits, aux, dict(new)
-        logits, aux = self.module.apply(variables, x, eps, capture, train, rngs=rngs)
-        return logits, aux, state
+            new = dict(new)
+        else:
+            logits, aux = self.module.apply(variables, x, eps, capture, train, rngs=rngs)
+            new = stored
+        if self.dtype is not None:
+            logits, aux = self._cast((logits, aux), jnp.float32)
+            new = jax.tree.map(lambda n, o: n.astype(o.dtype), new, stored)
+        return logits, aux, new
 
     def mask(self, params, pred: Callable[[Role], bool]):
         """A tree of bools, True where `pred(role)` (for optax.masked and selective updates)."""
