@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from actlab import step
+from actlab.devices import MEMBERS, Layout
 from actlab.experiment import Experiment
 from actlab.schedule import Call
 
@@ -42,12 +43,13 @@ def member_loop(exp: Experiment) -> str:
     return "map" if single_cpu and exp.config.model.name in MAP_ON_CPU else "vmap"
 
 
-def over_members(fn: Callable, how: str) -> Callable:
+def over_members(fn: Callable, how: str, spmd_axis: str | None = None) -> Callable:
     """fn(state, *shared) for one member, lifted to states with a leading member axis.
 
     how: "vmap" (batched) or "map" (one member after another). A single member runs
     without the axis (XLA's batched dots over a size-1 axis are slower than plain
-    ones); squeezing and restoring the axis are free reshapes.
+    ones); squeezing and restoring the axis are free reshapes. `spmd_axis`: the mesh axis
+    the member axis is split over (vmap's spmd_axis_name), when it is.
     """
     def lifted(state, *shared):
         if jax.tree.leaves(state)[0].shape[0] == 1:
@@ -55,7 +57,8 @@ def over_members(fn: Callable, how: str) -> Callable:
             return jax.tree.map(lambda a: a[None], out)
         if how == "map":
             return jax.lax.map(lambda s: fn(s, *shared), state)
-        return jax.vmap(fn, in_axes=(0, *[None] * len(shared)))(state, *shared)
+        return jax.vmap(fn, in_axes=(0, *[None] * len(shared)), spmd_axis_name=spmd_axis)(
+            state, *shared)
 
     return lifted
 
@@ -80,8 +83,13 @@ def plan_arrays(call: Call, per_call: int, names: tuple[str, ...]) -> dict[str, 
             "on": {n: col((s.on.get(n, False) for s in call.slots), bool) for n in names}}
 
 
-def make_program(exp: Experiment, per_call: int = 1) -> Callable:
-    """The jitted, member-mapped program of `per_call` slots (state donated)."""
+def make_program(exp: Experiment, per_call: int = 1, lay: Layout | None = None) -> Callable:
+    """The jitted, member-mapped program of `per_call` slots (state donated).
+
+    With a layout that splits the batch (train.shard=batch), every batch the program draws,
+    the probe batch and the evaluation split are split over the mesh's "data" axis.
+    """
+    lay = lay or Layout()
     cfg = exp.config
     model, head, tx = exp.model, exp.head, exp.tx
     batch_size, selected = cfg.train.batch_size, cfg.train.metrics
@@ -98,11 +106,13 @@ def make_program(exp: Experiment, per_call: int = 1) -> Callable:
                                                   chunk=active["noise_scale"].chunk)
 
     def plain(state, d):
-        batch = step.draw_batch(state, d["x_train"], d["y_train"], batch_size)
+        batch = lay.constrain_batch(step.draw_batch(state, d["x_train"], d["y_train"],
+                                                    batch_size))
         return train_step(state, batch, step.stream_key(state, step.STREAM_DROPOUT))[0]
 
     def measured(state, d, apply, on):
-        batch = step.draw_batch(state, d["x_train"], d["y_train"], batch_size)
+        batch = lay.constrain_batch(step.draw_batch(state, d["x_train"], d["y_train"],
+                                                    batch_size))
         eps = (step.zero_perturbation(model, state.params, state.model_state, batch[0])
                if "delta_norm" in selected else None)
         new, out = train_step(state, batch, step.stream_key(state, step.STREAM_DROPOUT),
@@ -136,4 +146,14 @@ def make_program(exp: Experiment, per_call: int = 1) -> Callable:
 
         return jax.lax.scan(body, state, plan)
 
-    return jax.jit(over_members(one_member, member_loop(exp)), donate_argnums=0)
+    how = "vmap" if lay.splits_members else member_loop(exp)
+    members = over_members(one_member, how, MEMBERS if lay.splits_members else None)
+
+    def program(state, d, plan):
+        split = {k: lay.constrain_batch(v) for k, v in d.items() if k not in TRAIN_SPLIT}
+        return members(state, {**d, **split}, plan)
+
+    return jax.jit(program, donate_argnums=0)
+
+
+TRAIN_SPLIT = ("x_train", "y_train")  # replicated: the program splits the batches it draws

@@ -23,11 +23,10 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from actlab import checkpoint, files, program, rundir, schedule, writers
+from actlab import checkpoint, devices, files, program, rundir, schedule, writers
 from actlab.config import Config
 from actlab.experiment import Experiment, build, device_data, initial_state, resolved_init
 from actlab.rundir import RunDirError
-from actlab.step import TrainState
 from actlab.summary import Tracker, aggregate, run_group, to_records
 
 __all__ = ["run", "build", "RunDirError", "enable_compilation_cache", "Experiment"]
@@ -43,27 +42,6 @@ def enable_compilation_cache(path: str | None = None) -> None:
         return
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
-def shard_members(state: TrainState, d: dict[str, jax.Array]
-                  ) -> tuple[TrainState, dict[str, jax.Array], int]:
-    """Spread the members over all local devices (leading axis), data replicated.
-
-    Members are independent, so the partitioned program needs no communication
-    and gives the numbers of a single device. Used when the member count is a
-    multiple of the device count; otherwise everything stays on one device.
-    Returns the placed state and data and the number of devices used.
-    """
-    devices = jax.local_devices()
-    n = int(jax.tree.leaves(state)[0].shape[0])
-    if len(devices) < 2 or n % len(devices):
-        return state, d, 1
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    mesh = Mesh(np.asarray(devices), ("members",))
-    state = jax.device_put(state, NamedSharding(mesh, PartitionSpec("members")))
-    d = jax.device_put(d, NamedSharding(mesh, PartitionSpec()))
-    return state, d, len(devices)
 
 
 def per_call(config: Config) -> int:
@@ -164,14 +142,16 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
               writers.make_writer(config.logger.sinks, run_dir, options=config.logger.wandb,
                                   config=config.to_dict(), members=members,
                                   group=run_group(config)))
-    state, d, summary["devices"] = shard_members(state, d)
+    lay = devices.layout(tc.shard, len(members), tc.batch_size)
+    state, d = devices.place(state, d, lay)
+    summary["devices"], summary["mesh"] = lay.devices, lay.shape()
     k = per_call(config)
     names = program.measurement_names(exp)
     every = {"eval": tc.eval_every, **{n: p.every for n, p in config.probes.active.items()}}
     calls = schedule.plan(tc.steps, tc.log_every, every, tc.checkpoint_every, k, start)
     try:
         t_compile = time.perf_counter()
-        call = program.make_program(exp, k).lower(
+        call = program.make_program(exp, k, lay).lower(
             state, d, program.plan_arrays(calls[0], k, names)).compile()
         summary["compile_seconds"] = round(time.perf_counter() - t_compile, 3)
         for tr in trackers:

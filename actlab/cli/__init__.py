@@ -42,6 +42,7 @@ def run_job(cfg: dict, run_dir: Path, label: str = "", multirun: bool = False) -
     from actlab.checkpoint import CheckpointError
     from actlab.config import Config, ConfigError
     from actlab.data import DataError
+    from actlab.devices import ShardError
     from actlab.models import ModelError
 
     def fail(msg: str):
@@ -67,7 +68,7 @@ def run_job(cfg: dict, run_dir: Path, label: str = "", multirun: bool = False) -
     train.enable_compilation_cache()
     try:
         return train.run(config, run_dir, label=label)
-    except (DataError, ModelError, train.RunDirError, CheckpointError) as e:
+    except (DataError, ModelError, ShardError, train.RunDirError, CheckpointError) as e:
         fail(str(e))  # raised before any training step
 
 
