@@ -9,12 +9,18 @@
   one device up to float reassociation.
 - auto: members when their count is a multiple of the local device count, else none.
 - none: everything on one device.
+
+Several processes (multi-host) join JAX's distributed runtime through `initialize`:
+under SLURM with more than one task, or with ACTLAB_COORDINATOR (host:port),
+ACTLAB_NUM_PROCESSES and ACTLAB_PROCESS_ID set. Every process runs the same program on
+its devices of one global mesh (auto becomes batch); process 0 alone writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 import jax
@@ -55,8 +61,50 @@ class Layout:
         return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, spec), tree)
 
 
+_JOINED = False
+
+
+def initialize() -> bool:
+    """Join JAX's distributed runtime when this process is one of several (see the module
+    docstring); a no-op otherwise, and after the first call. On CPU the processes' collectives
+    go through gloo. Returns whether this process is part of a multi-process run."""
+    global _JOINED
+    explicit = os.environ.get("ACTLAB_COORDINATOR")
+    slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
+    if _JOINED or not (explicit or slurm):
+        return jax.process_count() > 1
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        if explicit:
+            jax.distributed.initialize(explicit, int(os.environ["ACTLAB_NUM_PROCESSES"]),
+                                       int(os.environ["ACTLAB_PROCESS_ID"]))
+        else:
+            jax.distributed.initialize()  # SLURM: coordinator and ranks from its variables
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise ShardError(f"cannot join the distributed runtime: {e}") from None
+    _JOINED = True
+    return jax.process_count() > 1
+
+
+def primary() -> bool:
+    """Whether this process writes (run directory, W&B, progress): process 0."""
+    return jax.process_index() == 0
+
+
+def broadcast(values: tuple[int, ...]) -> tuple[int, ...]:
+    """Process 0's integers, on every process (the same decision everywhere)."""
+    if jax.process_count() == 1:
+        return values
+    from jax.experimental import multihost_utils
+
+    got = multihost_utils.broadcast_one_to_all(np.asarray(values, np.int64))
+    return tuple(int(v) for v in np.asarray(got))
+
+
 def layout(shard: str, members: int, batch_size: int) -> Layout:
     """The device layout for train.shard with this many members."""
+    if shard == "auto" and jax.process_count() > 1:
+        shard = "batch"
     if shard == "none":
         return Layout()
     if shard == "batch":
@@ -83,5 +131,31 @@ def place(state: Any, d: dict[str, Any], lay: Layout) -> tuple[Any, dict[str, An
     if lay.mesh is None:
         return state, d
     rows = PartitionSpec(MEMBERS) if lay.splits_members else PartitionSpec()
+    if jax.process_count() > 1:  # a global mesh: each process fills its devices' parts
+        return _global(state, NamedSharding(lay.mesh, rows)), _global(
+            d, NamedSharding(lay.mesh, PartitionSpec()))
     state = jax.device_put(state, NamedSharding(lay.mesh, rows))
     return state, jax.device_put(d, NamedSharding(lay.mesh, PartitionSpec()))
+
+
+def _global(tree: Any, sharding: NamedSharding) -> Any:
+    """Global arrays from the same host values on every process (no cross-process check:
+    NaN constants would fail an equality test)."""
+    def one(a):
+        host = np.asarray(jax.device_get(a))
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree.map(one, tree)
+
+
+def replicated(lay: Layout) -> NamedSharding | None:
+    """Where a program's measurements go: on every device, so each process can read them
+    (None: wherever XLA puts them, for a single process)."""
+    if lay.mesh is None or jax.process_count() == 1:
+        return None
+    return NamedSharding(lay.mesh, PartitionSpec())
+
+
+def state_sharding(lay: Layout) -> NamedSharding:
+    return NamedSharding(lay.mesh, PartitionSpec(MEMBERS) if lay.splits_members
+                         else PartitionSpec())

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from actlab import step
+from actlab import devices, step
 from actlab.devices import MEMBERS, Layout
 from actlab.experiment import Experiment
 from actlab.schedule import Call
@@ -153,7 +153,10 @@ def make_program(exp: Experiment, per_call: int = 1, lay: Layout | None = None) 
         split = {k: lay.constrain_batch(v) for k, v in d.items() if k not in TRAIN_SPLIT}
         return members(state, {**d, **split}, plan)
 
-    return jax.jit(program, donate_argnums=0)
+    out = devices.replicated(lay)
+    if out is None:
+        return jax.jit(program, donate_argnums=0)
+    return jax.jit(program, donate_argnums=0, out_shardings=(devices.state_sharding(lay), out))
 
 
 TRAIN_SPLIT = ("x_train", "y_train")  # replicated: the program splits the batches it draws

@@ -31,6 +31,7 @@ from actlab.summary import Tracker, aggregate, run_group, to_records
 
 __all__ = ["run", "build", "RunDirError", "enable_compilation_cache", "Experiment"]
 
+MODES = ("fresh", "resume", "done")  # how a run starts (rundir.prepare)
 SUMMARY_INTERVAL = 1.0  # seconds between the summary.json rewrites made while a run trains
 
 
@@ -113,7 +114,12 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     tc = config.train
-    mode, start = rundir.prepare(config, run_dir)
+    devices.initialize()
+    primary = devices.primary()
+    # process 0 decides how to start and prepares the directory; the others follow it
+    mode, start = rundir.prepare(config, run_dir) if primary else ("fresh", None)
+    code, at = devices.broadcast((MODES.index(mode), -1 if start is None else start))
+    mode, start = MODES[code], None if at < 0 else at
     if mode == "done":
         summary = json.loads((run_dir / files.SUMMARY_FILE).read_text())
         print(f"{run_dir}: already {summary['status']}, skipped", flush=True)
@@ -138,7 +144,8 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         t0 -= max((r["wall_time"] for r in kept), default=0.0)
         summary["resumed_from"] = start
         print(f"resuming {run_dir} from step {start}", flush=True)
-    writer = (writers.AsyncWriter(writers.MultiWriter(sinks)) if sinks is not None else
+    writer = (writers.NullWriter() if not primary else
+              writers.AsyncWriter(writers.MultiWriter(sinks)) if sinks is not None else
               writers.make_writer(config.logger.sinks, run_dir, options=config.logger.wandb,
                                   config=config.to_dict(), members=members,
                                   group=run_group(config)))
@@ -159,7 +166,8 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         t_train = time.perf_counter()
         bar = tqdm(total=tc.steps, initial=calls[0].slots[0].step, unit="step",
                    dynamic_ncols=True,
-                   disable=not (config.logger.progress if progress is None else progress),
+                   disable=not primary or not (config.logger.progress if progress is None
+                                               else progress),
                    desc=f"{label}{config.model.name} {config.activation.name} "
                         f"d{config.model.depth}")
         record = Recorder(writer, trackers, members, bar, summary, t0)
