@@ -8,7 +8,7 @@ global state alone on import.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib as mpl
@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 
 from actlab.plotstyle import _styled, _subplots, color_for
 
-__all__ = ["phase_diagram", "signal_propagation", "profile"]
+__all__ = ["phase_diagram", "signal_propagation", "signal_propagation_rows", "profile"]
 
 _QUANTITIES = ("q", "c", "grad")
 _FLAT = re.compile(r"^(q|c|grad_norm)/(\d+)$")  # metrics.jsonl keys: q/0, c/3, grad_norm/1
@@ -181,6 +181,32 @@ def _by_label(data: Mapping | pd.DataFrame, label: str | None) -> dict[str | Non
     return {str(k): profile(v) for k, v in data.items()}
 
 
+def _draw(axes, curves, log_q: bool | None, title: str = "") -> list[Line2D]:
+    """Draw (label, colour, predicted, measured) profiles on three axes; legend handles."""
+    for _, colour, pred, meas in curves:
+        for ax, q in zip(axes, _QUANTITIES, strict=True):
+            if q in pred:
+                ax.plot(np.arange(len(pred[q])), pred[q], color=colour, lw=1.6)
+            if q in meas:
+                ax.plot(np.arange(len(meas[q])), meas[q], color=colour, ls="none", marker="o",
+                        ms=4.5, mfc="none", mew=1.2)
+    qs = [p["q"] for _, _, *ps in curves for p in ps if "q" in p and p["q"].size]
+    qpos = np.concatenate(qs)[np.concatenate(qs) > 0] if qs else np.array([])
+    if log_q or (log_q is None and qpos.size and qpos.max() > 30 * qpos.min()):
+        axes[0].set_yscale("log")
+    axes[1].set_ylim(top=1.03)
+    axes[2].set_yscale("log")
+    titles = (r"variance $q_l$", r"correlation $c_l$", "gradient norm / last layer's")
+    for ax, t in zip(axes, titles, strict=True):
+        ax.set(title=f"{title}: {t}" if title else t, xlabel="hidden layer (0 = first)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = [Line2D([], [], color=colour, lw=1.6, label=str(label))
+               for label, colour, _, _ in curves]
+    return handles + [Line2D([], [], color="0.3", lw=1.6, label="theory (mean field)"),
+                      Line2D([], [], color="0.3", ls="none", marker="o", mfc="none",
+                             label="measured (step 0)")]
+
+
 @_styled
 def signal_propagation(predicted: Mapping, measured: pd.DataFrame | Mapping | None = None, *,
                        label: str | None = None, log_q: bool | None = None) -> Figure:
@@ -200,32 +226,38 @@ def signal_propagation(predicted: Mapping, measured: pd.DataFrame | Mapping | No
         name = next((k for k in (*pred, *meas) if k is not None), None)
         pred, meas = {name: next(iter(pred.values()))}, {name: next(iter(meas.values()))}
     fig, axes = _subplots(1, 3, figsize=(11.5, 3.4))
-    titles = (r"variance $q_l$", r"correlation $c_l$", "gradient norm / last layer's")
-    for key in dict.fromkeys([*pred, *meas]):
-        colour = color_for(key if key is not None else "network")
-        for ax, q in zip(axes, _QUANTITIES, strict=True):
-            if q in pred.get(key, {}):
-                y = pred[key][q]
-                ax.plot(np.arange(len(y)), y, color=colour, lw=1.6)
-            if q in meas.get(key, {}):
-                y = meas[key][q]
-                ax.plot(np.arange(len(y)), y, color=colour, ls="none", marker="o", ms=4.5,
-                        mfc="none", mew=1.2)
-    qs = [p["q"] for p in (*pred.values(), *meas.values()) if "q" in p and p["q"].size]
-    qpos = np.concatenate(qs)[np.concatenate(qs) > 0] if qs else np.array([])
-    if log_q or (log_q is None and qpos.size and qpos.max() > 30 * qpos.min()):
-        axes[0].set_yscale("log")
-    axes[1].set_ylim(top=1.03)
-    axes[2].set_yscale("log")
-    for ax, title in zip(axes, titles, strict=True):
-        ax.set(title=title, xlabel="hidden layer (0 = first)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    handles = [Line2D([], [], color=color_for(k if k is not None else "network"), lw=1.6,
-                      label=str(k if k is not None else "network"))
-               for k in dict.fromkeys([*pred, *meas])]
-    handles += [Line2D([], [], color="0.3", lw=1.6, label="theory (mean field)"),
-                Line2D([], [], color="0.3", ls="none", marker="o", mfc="none",
-                       label="measured (step 0)")]
+    names = {k: k if k is not None else "network" for k in dict.fromkeys([*pred, *meas])}
+    curves = [(n, color_for(n), pred.get(k, {}), meas.get(k, {})) for k, n in names.items()]
+    handles = _draw(axes, curves, log_q)
     axes[2].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+@_styled
+def signal_propagation_rows(rows: Mapping[str, Sequence[tuple[str, Mapping, Any]]], *,
+                            log_q: bool | None = None, cmap: str = "viridis") -> Figure:
+    """One row of the three signal_propagation panels per activation, one colour per setting.
+
+    `rows` maps a row title (an activation) to its settings, each (label, predicted,
+    measured): theory.predict_layers's dict and any form `profile` accepts (or None). Within
+    a row the settings take colours along `cmap` in the order given (e.g. by sigma_w2), so a
+    sweep over the variances reads as a gradient; lines are the theory, markers the
+    measurement.
+    """
+    rows = {k: list(v) for k, v in rows.items() if len(v)}
+    n = max(len(rows), 1)
+    fig, axes = _subplots(n, 3, figsize=(12.5, 3.1 * n), squeeze=False)
+    colours = mpl.colormaps[cmap]
+    for ax_row, (title, settings) in zip(axes, rows.items(), strict=False):
+        k = len(settings)
+        curves = [(label, colours(0.1 + 0.75 * i / max(k - 1, 1)), profile(p),
+                   profile(m) if m is not None else {})
+                  for i, (label, p, m) in enumerate(settings)]
+        handles = _draw(ax_row, curves, log_q, title=str(title))
+        ax_row[2].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                         fontsize=8)
+    for ax in axes.flat[3 * len(rows):]:
+        ax.set_visible(False)
     fig.tight_layout()
     return fig

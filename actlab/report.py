@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -81,6 +83,176 @@ def _replay_figures(summ: pd.DataFrame, out: Path, max_runs: int) -> list[tuple[
     return figs
 
 
+SIGNAL = ("q", "c", "grad_norm")  # the step-0 records compared with the mean-field theory
+MAX_SETTINGS = 5  # settings drawn per activation (all of them go to signal_propagation.csv)
+
+
+def input_statistics(cfg: dict[str, Any]) -> tuple[float, float, int]:
+    """(q0, c0, fan-in) of a run's probe batch, as the first layer sees it.
+
+    q0 = mean x^2 over the probe examples and input features, c0 = mean cosine of the
+    probe pairs (2i, 2i + 1), i < K (the pairs the `c` metric averages over).
+    """
+    from actlab import data, metrics
+
+    ds_cfg = dict(cfg["dataset"])
+    ds = data.load(ds_cfg.pop("name"), **ds_cfg)
+    x = np.asarray(ds.x_train[: cfg["train"]["probe_size"]], np.float64)
+    x = x.reshape(len(x), -1)
+    k = metrics.num_pairs(len(x))
+    a, b = x[0:2 * k:2], x[1:2 * k:2]
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cos = np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1.0), 0.0)
+    return float(np.mean(x * x)), float(cos.mean()) if k else float("nan"), x.shape[1]
+
+
+def layer_variances(cfg: dict[str, Any], spec: activations.Spec, n_in: int,
+                    gain: float | None = None) -> tuple[float, float, float]:
+    """(sigma_w2 of the first layer, of the other hidden layers, sigma_b2) of an MLP's init.
+
+    As actlab.init draws them: Var w x fan_in = gain^2 sigma_w2 with init.sigma_w2 set (any
+    scheme) or init=critical (theory.critical_sigma_w2), else the scheme's own: he 2, lecun
+    1, glorot 2 fan_in / (fan_in + fan_out), orthogonal min(1, fan_in / fan_out); `gain`
+    (a vmapped init.gain) replaces init.gain.
+    """
+    from actlab import theory
+
+    ini, width = cfg["init"], int(cfg["model"]["width"])
+    g2 = float(ini.get("gain", 1.0) if gain is None else gain) ** 2
+    sb = float(ini.get("sigma_b2") or 0.0)
+    name = activations.recommended_init(spec.name) if ini["name"] == "auto" else ini["name"]
+    sw = theory.critical_sigma_w2(spec, sb) if name == "critical" else ini.get("sigma_w2")
+    if sw is not None:
+        return g2 * float(sw), g2 * float(sw), sb
+    first = {"he": 2.0, "lecun": 1.0, "glorot": 2.0 * n_in / (n_in + width),
+             "orthogonal": min(1.0, n_in / width)}[name]
+    hidden = 1.0 if name in ("glorot", "orthogonal") else first
+    return g2 * first, g2 * hidden, sb
+
+
+def _theory_applies(cfg: dict[str, Any]) -> str | None:
+    """Why the mean-field prediction does not describe this run (None: it does)."""
+    m = cfg.get("model") or {}
+    if m.get("name") != "mlp":
+        return f"model={m.get('name')}: the theory is for fully connected layers"
+    if m.get("norm", "none") != "none" or m.get("residual"):
+        return "normalisation or residual connections"
+    acts = m.get("activations")
+    if acts and len(set(acts)) > 1:
+        return "one activation per layer"
+    return None
+
+
+def signal_rows(df: pd.DataFrame) -> tuple[dict[str, list[dict]], dict[str, list[str]]]:
+    """Predicted and measured step-0 signal propagation for each run member with q records.
+
+    Returns ({activation label: [setting, ...]}, {why skipped: [run, ...]}). A setting is a
+    dict with run, depth, sigma_w2 (hidden layers), sigma_w2_first, sigma_b2, q0, c0, the
+    vmapped values, `predicted` (theory.predict_layers) and `measured` (the member's step-0
+    rows, seeds together); settings are sorted by sigma_w2.
+    """
+    from actlab import theory
+
+    s0 = df[(df["step"] == 0) & df["layer"].notna() & df["metric"].isin(SIGNAL)]
+    rows: dict[str, list[dict]] = {}
+    notes: dict[str, list[str]] = {}
+    stats: dict[str, tuple[float, float, int]] = {}
+    for run in dict.fromkeys(s0.loc[s0["metric"] == "q", "run"]):
+        part = s0[s0["run"] == run]
+        cfg = analysis.run_config(run)
+        why = _theory_applies(cfg)
+        if why:
+            notes.setdefault(why, []).append(run)
+            continue
+        act = dict(cfg["activation"])
+        name = (cfg["model"].get("activations") or [act.pop("name")])[0]
+        act.pop("name", None)
+        axes = [c for c in part.columns if c.startswith(("init.gain", "activation."))
+                and part[c].notna().any()]
+        groups = part.groupby(axes, dropna=False, sort=True) if axes else [((), part)]
+        try:
+            key = json.dumps([cfg["dataset"], cfg["train"]["probe_size"]], sort_keys=True)
+            if key not in stats:
+                stats[key] = input_statistics(cfg)
+            q0, c0, n_in = stats[key]
+        except Exception as e:  # a dataset not available here: say so, keep going
+            notes.setdefault(f"its inputs: {e}", []).append(run)
+            continue
+        for vals, g in groups:
+            member = dict(zip(axes, vals if isinstance(vals, tuple) else (vals,), strict=True))
+            params = {**act, **{k.split(".", 1)[1]: v for k, v in member.items()
+                                if k.startswith("activation.")}}
+            try:
+                spec = activations.spec(name, **params)
+                if spec.info.gated:
+                    raise theory.TheoryError("a gated unit is not elementwise")
+                w0, w, b = layer_variances(cfg, spec, n_in, member.get("init.gain"))
+                depth = int(cfg["model"]["depth"])
+                # layer 0 sees the inputs through its own variance: q_1 = w0 q0 + b
+                pred = theory.predict_layers(spec, w, b, q0 * w0 / w, depth, c0=c0)
+            except (ValueError, KeyError) as e:  # TheoryError and ActivationError included
+                notes.setdefault(str(e), []).append(run)
+                continue
+            rows.setdefault(analysis.activation_label(cfg), []).append(
+                {"run": run, "depth": depth, "sigma_w2": w, "sigma_w2_first": w0,
+                 "sigma_b2": b, "q0": q0, "c0": c0, **member, "predicted": pred,
+                 "measured": g})
+    for settings in rows.values():
+        settings.sort(key=lambda st: (st["sigma_w2"], st["sigma_b2"], st["depth"]))
+    return rows, notes
+
+
+def _setting_label(st: dict, depths: bool) -> str:
+    extra = "".join(f", {k.split('.', 1)[1]}={v:g}" for k, v in st.items()
+                    if k.startswith("activation."))
+    return (rf"$\sigma_w^2$={st['sigma_w2']:.3g}, $\sigma_b^2$={st['sigma_b2']:.3g}"
+            + (f", depth {st['depth']}" if depths else "") + extra)
+
+
+def _shown(settings: list[dict]) -> list[dict]:
+    """At most MAX_SETTINGS: the deepest runs first, then spread over sigma_w2."""
+    if len(settings) > MAX_SETTINGS:
+        deepest = max(st["depth"] for st in settings)
+        settings = [st for st in settings if st["depth"] == deepest]
+    if len(settings) > MAX_SETTINGS:
+        pick = np.unique(np.round(np.linspace(0, len(settings) - 1, MAX_SETTINGS)).astype(int))
+        settings = [settings[i] for i in pick]
+    return settings
+
+
+def signal_table(rows: dict[str, list[dict]]) -> pd.DataFrame:
+    """One row per (activation, setting, layer): predicted and measured q, c, gradient ratio."""
+    from actlab import plots_theory
+
+    out = []
+    for act, settings in rows.items():
+        for st in settings:
+            pred, meas = plots_theory.profile(st["predicted"]), plots_theory.profile(st["measured"])
+            ident = {k: v for k, v in st.items() if k not in ("predicted", "measured")}
+            for layer in range(st["depth"]):
+                row = {"activation": act, **ident, "layer": layer}
+                for q in ("q", "c", "grad"):
+                    for kind, prof in (("predicted", pred), ("measured", meas)):
+                        v = prof.get(q)
+                        row[f"{q}_{kind}"] = float(v[layer]) if v is not None and layer < len(
+                            v) else np.nan
+                out.append(row)
+    return pd.DataFrame(out)
+
+
+def signal_figure(rows: dict[str, list[dict]]) -> Figure:
+    """plots_theory.signal_propagation_rows of `signal_rows`: a row per activation."""
+    from actlab import plots_theory
+
+    panels = {}
+    for act, settings in rows.items():
+        shown = _shown(settings)
+        depths = len({st["depth"] for st in shown}) > 1
+        panels[act] = [(_setting_label(st, depths), st["predicted"], st["measured"])
+                       for st in shown]
+    return plots_theory.signal_propagation_rows(panels)
+
+
 @plots.offscreen()
 def build(path: str | os.PathLike, replay: bool = True, max_replays: int = 6) -> Path:
     """Write figures and report.html for the run or sweep under `path`; return the HTML path."""
@@ -100,18 +272,33 @@ def build(path: str | os.PathLike, replay: bool = True, max_replays: int = 6) ->
     if names:
         add("Activation functions and derivatives", "activations.png",
             plots.activation_curves(names))
-    add("Gradient norm per layer at initialisation", "grad_norm_init.png",
-        plots.layer_profile(df, "grad_norm", step="first"))
-    add("Gradient norm per layer at the end of training", "grad_norm_final.png",
-        plots.layer_profile(df, "grad_norm", step="last"))
-    add("Gradient norm over training (layer x step)", "grad_norm_heatmap.png",
-        plots.layer_heatmap(df, "grad_norm"))
-    add("Dead and saturated units per layer over training", "dead_saturated.png",
-        plots.dead_saturated(df))
+    logged = set(df.loc[df["layer"].notna(), "metric"])  # train.metrics chooses the families
+    if "grad_norm" in logged:
+        add("Gradient norm per layer at initialisation", "grad_norm_init.png",
+            plots.layer_profile(df, "grad_norm", step="first"))
+        add("Gradient norm per layer at the end of training", "grad_norm_final.png",
+            plots.layer_profile(df, "grad_norm", step="last"))
+        add("Gradient norm over training (layer x step)", "grad_norm_heatmap.png",
+            plots.layer_heatmap(df, "grad_norm"))
+    if logged & {"dead_frac", "sat_frac"}:
+        add("Dead and saturated units per layer over training", "dead_saturated.png",
+            plots.dead_saturated(df))
     add("Learning curves (mean over seeds, band: 1 std)", "learning_curves.png",
         plots.learning_curves(df))
     if summ["target"].notna().any():
         add("Convergence speed", "convergence.png", plots.convergence(summ))
+    rows, notes = signal_rows(df)
+    if rows:
+        signal_table(rows).to_csv(out / "signal_propagation.csv", index=False)
+        add("Signal propagation at initialisation: mean-field theory vs measured",
+            "signal_propagation.png", signal_figure(rows))
+        figs.append(("Lines: actlab.theory.predict_layers from each run's sigma_w2, sigma_b2 "
+                     "and its probe inputs' q0 and c0; markers: the step-0 records q/l, c/l, "
+                     "grad_norm/l (mean over seeds). Numbers for every setting: "
+                     "signal_propagation.csv.", ""))
+    for why, runs in notes.items():
+        figs.append((f"No mean-field prediction for {len(runs)} run(s) ({why}): "
+                     f"{', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''}", ""))
     if replay:
         figs += _replay_figures(summ, out, max_replays)
 

@@ -26,6 +26,15 @@ class RunDirError(RuntimeError):
     """The run directory cannot be used (one line, with what to do)."""
 
 
+def _current(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A stored resolved config as this version resolves it: settings added since it was
+    written take their defaults (so they do not count as a change); unreadable: as stored."""
+    try:
+        return Config.from_dict(cfg).to_dict()
+    except Exception:  # noqa: BLE001 - a config this version cannot read compares as stored
+        return cfg
+
+
 def comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     """A resolved config without the keys that may change between a run and its resumption."""
     out = json.loads(json.dumps(files.clean(cfg)))
@@ -59,7 +68,7 @@ def prepare(config: Config, run_dir: Path) -> tuple[str, int | None]:
         except (OSError, json.JSONDecodeError):
             old = None
     if resume is not False and old is not None:
-        if comparable(old.get("config") or {}) != comparable(config.to_dict()):
+        if comparable(_current(old.get("config") or {})) != comparable(config.to_dict()):
             raise RunDirError(f"{run_dir} holds a run of a different configuration; use "
                               f"another directory, or train.resume=false to overwrite it")
         if old.get("status") in ("completed", "diverged"):
