@@ -116,7 +116,8 @@ SCHEDULES = ("constant", "warmup_cosine")
 OBJECTIVES = ("final_eval_acc", "best_eval_acc", "final_eval_loss", "final_train_loss",
               "steps_to_target", "time_to_target", "loss_auc")
 HEADS = ("softmax", "one_vs_all")
-PROBES = ("hessian", "noise_scale")
+LOSSES = ("cross_entropy", "mse")
+PROBES = ("hessian", "noise_scale", "gsnr", "weights")
 SINKS = ("local", "stdout", "wandb", "tensorboard", "none")
 
 
@@ -132,6 +133,9 @@ class ModelConfig:
     params: Mapping[str, Any] = field(factory=dict)  # depth, width, ... (builder defaults)
     activations: tuple[str, ...] | None = None  # one per layer; overrides `activation`
     head: str = field("softmax", choices=HEADS)  # classification output head
+    # classification loss: the head's cross-entropy, or mse: (1/2) sum over classes of
+    # (output - onehot)^2, mean over examples (Cohen et al. 2021's SquaredLoss)
+    loss: str = field("cross_entropy", choices=LOSSES)
     num_layers: int = 4  # activation sites, derived from the model's parameters
 
     @property
@@ -210,16 +214,46 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ProbeConfig:
+class HessianProbeConfig:
+    """Curvature of the probe-batch loss: top-k eigenvalues, trace, density, layer blocks."""
+
     every: int = field(0, lo=0)  # steps between measurements (on the next log step); 0: off
-    iters: int = field(20, lo=1)  # power iterations (hessian)
+    k: int = field(3, lo=1)  # largest eigenvalues recorded (hessian/eig_<i>)
+    iters: int = field(20, lo=1)  # Lanczos steps (top-k, SLQ, per-layer blocks)
+    samples: int = field(8, lo=2)  # Rademacher vectors (Hutchinson trace, SLQ density)
+
+    def __post_init__(self):
+        if self.k > self.iters:
+            raise ConfigError(f"probes.hessian.k={self.k} must be <= probes.hessian.iters="
+                              f"{self.iters} (Lanczos finds at most iters eigenvalues)")
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientProbeConfig:
+    """A probe from per-example gradients (noise_scale, gsnr)."""
+
+    every: int = field(0, lo=0)  # steps between measurements (on the next log step); 0: off
     chunk: int = field(64, lo=1)  # examples per vectorised slice of per-example gradients
 
 
 @dataclasses.dataclass(frozen=True)
+class WeightsProbeConfig:
+    """Spectra of the layers' weight matrices."""
+
+    every: int = field(0, lo=0)  # steps between measurements (on the next log step); 0: off
+
+
+ProbeConfig = HessianProbeConfig | GradientProbeConfig | WeightsProbeConfig
+PROBE_SECTIONS = {"hessian": HessianProbeConfig, "noise_scale": GradientProbeConfig,
+                  "gsnr": GradientProbeConfig, "weights": WeightsProbeConfig}
+
+
+@dataclasses.dataclass(frozen=True)
 class ProbesConfig:
-    hessian: ProbeConfig = ProbeConfig()  # top Hessian eigenvalue of the probe-batch loss
-    noise_scale: ProbeConfig = ProbeConfig()  # gradient-noise scale B_simple
+    hessian: HessianProbeConfig = HessianProbeConfig()  # curvature of the probe-batch loss
+    noise_scale: GradientProbeConfig = GradientProbeConfig()  # gradient-noise scale B_simple
+    gsnr: GradientProbeConfig = GradientProbeConfig()  # gradient signal-to-noise ratio
+    weights: WeightsProbeConfig = WeightsProbeConfig()  # weight-matrix spectra
 
     @property
     def active(self) -> dict[str, ProbeConfig]:
@@ -268,14 +302,14 @@ class Config:
             activation=_activation(act), model=model, dataset=_dataset(d),
             optimizer=section(OptimizerConfig, "optimizer", mapping(d, "optimizer")),
             init=init_cfg, train=section(TrainConfig, "train", mapping(d, "train"), vmap=vmap),
-            probes=ProbesConfig(**{p: section(ProbeConfig, f"probes.{p}", mapping(probes, p))
-                                   for p in PROBES}),
+            probes=ProbesConfig(**{p: section(PROBE_SECTIONS[p], f"probes.{p}",
+                                              mapping(probes, p)) for p in PROBES}),
             logger=section(LoggerConfig, "logger", mapping(d, "logger")))
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration, every default filled in (what summary.json stores)."""
         model = {"name": self.model.name, **models.params_of(self.model.name),
-                 **self.model.params, "head": self.model.head,
+                 **self.model.params, "head": self.model.head, "loss": self.model.loss,
                  "activations": None if self.model.activations is None
                  else list(self.model.activations)}
         vmap: dict[str, dict[str, list[float]]] = {}
@@ -319,6 +353,10 @@ def _model(d: Mapping[str, Any]) -> ModelConfig:
     name = choice("model.name", sec.pop("name", ModelConfig.name), models.names())
     acts = sec.pop("activations", None)
     head = choice("model.head", sec.pop("head", "softmax"), HEADS)
+    loss = choice("model.loss", sec.pop("loss", "cross_entropy"), LOSSES)
+    if loss == "mse" and head != "softmax":
+        raise ConfigError(f"model.loss=mse fits the raw outputs to one-hot targets; use it "
+                          f"with model.head=softmax, not {head}")
     for k, v in list(sec.items()):
         if isinstance(v, list):
             sec[k] = tuple(v)
@@ -338,7 +376,8 @@ def _model(d: Mapping[str, Any]) -> ModelConfig:
             except activations.ActivationError as e:
                 raise ConfigError(f"model.activations: {e}") from None
         acts = tuple(acts)
-    return ModelConfig(name=name, params=sec, activations=acts, head=head, num_layers=n)
+    return ModelConfig(name=name, params=sec, activations=acts, head=head, loss=loss,
+                       num_layers=n)
 
 
 def _dataset(d: Mapping[str, Any]) -> DatasetConfig:

@@ -11,10 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from actlab import activations, axes, data, models, theory
+from actlab import activations, axes, data, heads, models, theory
 from actlab import init as init_lib
 from actlab.config import Config
-from actlab.heads import Head, head
+from actlab.heads import Head
 from actlab.optim import make_optimizer
 from actlab.step import TrainState
 
@@ -151,7 +151,7 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
                                           for a in config.train.vmap),
                         frozen=is_frozen if frozen else None)
     return Experiment(config=config, dataset=ds, model=model,
-                      head=head(config.model.head, ds.task, ds.meta.get("scale", 1.0)),
+                      head=heads.of_config(config, ds),
                       tx=tx, specs=specs)
 
 

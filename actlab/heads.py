@@ -4,6 +4,10 @@ One place, used by training, evaluation, the probes and replay:
 
 - softmax: softmax cross-entropy against integer labels;
 - one_vs_all: an independent sigmoid per class, binary cross-entropy summed over classes;
+- mse (model.loss=mse, softmax head): the raw outputs f against one-hot targets e_y,
+  loss = mean over examples of (1/2) sum_c (f_c - e_{y,c})^2, the squared loss of
+  Cohen et al. (2021), whose edge-of-stability experiments use it; accuracy is the
+  argmax's and the probabilities are the softmax of the outputs;
 - rating (the recommender's task): one sigmoid unit against ratings scaled to [0, 1],
   mean squared error; RMSE reported in the dataset's units (`scale`).
 """
@@ -58,10 +62,29 @@ def _one_vs_all_loss(logits, y):
     return optax.sigmoid_binary_cross_entropy(logits, onehot).sum(-1).mean()
 
 
-def head(name: str, task: str = "classification", scale: float = 1.0) -> Head:
-    """The head named by model.head for the dataset's task."""
+def _mse_loss(logits, y):
+    out = logits.astype(jnp.float32)
+    onehot = jax.nn.one_hot(y, out.shape[-1], dtype=out.dtype)
+    return 0.5 * jnp.mean(jnp.sum(jnp.square(out - onehot), axis=-1))
+
+
+def head(name: str, task: str = "classification", scale: float = 1.0,
+         loss: str = "cross_entropy") -> Head:
+    """The head named by model.head for the dataset's task, with model.loss's loss.
+
+    loss: "cross_entropy" (the head's own) or "mse" (classification with the softmax head);
+    a rating task has its own squared loss whatever `loss` says.
+    """
     if task == "rating":
         return _rating(scale)
+    if loss == "mse":
+        return _classifier(_mse_loss, lambda logits: jax.nn.softmax(logits, -1))
     if name == "one_vs_all":
         return _classifier(_one_vs_all_loss, jax.nn.sigmoid)
     return _classifier(_softmax_loss, lambda logits: jax.nn.softmax(logits, -1))
+
+
+def of_config(config, dataset) -> Head:
+    """The head of a configuration (model.head, model.loss) for a dataset."""
+    return head(config.model.head, dataset.task, dataset.meta.get("scale", 1.0),
+                config.model.loss)

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from actlab import devices, step
+from actlab import devices, heads, step
 from actlab.devices import MEMBERS, Layout
 from actlab.experiment import Experiment
 from actlab.schedule import Call
@@ -68,6 +68,29 @@ def measurement_names(exp: Experiment) -> tuple[str, ...]:
     return ("eval", *exp.config.probes.active)
 
 
+def probe_functions(exp: Experiment, head: heads.Head) -> dict[str, Callable]:
+    """Each active probe as fn(params, model_state, x, y, key) -> measurements (one member).
+
+    Their keys start with the probe's name (`hessian/`, `noise_scale/`, `gsnr/`,
+    `weights/`), which is how records leave out the probes not run at a step.
+    """
+    model, active = exp.model, exp.config.probes.active
+    common = {"model": model, "head": head}
+    out: dict[str, Callable] = {}
+    if "hessian" in active:
+        h = active["hessian"]
+        out["hessian"] = functools.partial(step.hessian_probe, **common, k=h.k, iters=h.iters,
+                                           samples=h.samples)
+    if "noise_scale" in active:
+        out["noise_scale"] = functools.partial(step.noise_probe, **common,
+                                               chunk=active["noise_scale"].chunk)
+    if "gsnr" in active:
+        out["gsnr"] = functools.partial(step.gsnr_probe, **common, chunk=active["gsnr"].chunk)
+    if "weights" in active:
+        out["weights"] = functools.partial(step.weights_probe, **common)
+    return out
+
+
 def plan_arrays(call: Call, per_call: int, names: tuple[str, ...]) -> dict[str, Any]:
     """A call's slots as arrays of length per_call (unused slots padded, inactive)."""
     pad = per_call - len(call.slots)
@@ -91,19 +114,13 @@ def make_program(exp: Experiment, per_call: int = 1, lay: Layout | None = None) 
     """
     lay = lay or Layout()
     cfg = exp.config
-    model, head, tx = exp.model, exp.head, exp.tx
+    model, tx = exp.model, exp.tx
+    head = exp.head  # model.loss included
     batch_size, selected = cfg.train.batch_size, cfg.train.metrics
     loss = step.loss_fn(model, head)
     train_step = functools.partial(step.train_step, model=model, tx=tx, loss_fn=loss)
     evaluate = functools.partial(step.evaluate, model=model, head=head)
-    active = cfg.probes.active
-    probes = {}
-    if "hessian" in active:
-        probes["hessian"] = functools.partial(step.hessian_probe, model=model, head=head,
-                                              iters=active["hessian"].iters)
-    if "noise_scale" in active:
-        probes["noise_scale"] = functools.partial(step.noise_probe, model=model, head=head,
-                                                  chunk=active["noise_scale"].chunk)
+    probes = probe_functions(exp, head)
 
     def plain(state, d):
         batch = lay.constrain_batch(step.draw_batch(state, d["x_train"], d["y_train"],

@@ -287,6 +287,9 @@ def build(path: str | os.PathLike, replay: bool = True, max_replays: int = 6) ->
         plots.learning_curves(df))
     if summ["target"].notna().any():
         add("Convergence speed", "convergence.png", plots.convergence(summ))
+    if ((df["metric"] == "hessian/top_eig") & df["layer"].isna()).any():
+        add("Sharpness (top Hessian eigenvalue) against the gradient-descent limit 2/lr "
+            "(dashed)", "sharpness.png", plots.sharpness(df))
     rows, notes = signal_rows(df)
     if rows:
         signal_table(rows).to_csv(out / "signal_propagation.csv", index=False)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from actlab import metrics, probes
+from actlab import metrics, probes, spectra
 from actlab.heads import Head
 from actlab.models import Model
 
@@ -175,17 +175,72 @@ def probe_loss(model: Model, head: Head, model_state) -> Callable:
     return loss
 
 
-def hessian_probe(params, model_state, x, y, key, *, model: Model, head: Head,
-                  iters: int) -> dict[str, jax.Array]:
-    """hessian/top_eig of the probe-batch loss."""
+LAYER_SUFFIX = "_layer"  # the probe library's name of an [L] array, one entry per layer
+DENSITY_KEYS = ("hessian/slq_nodes", "hessian/slq_weights")  # [samples, iters] arrays
+
+
+def per_layer(out: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """A probe's outputs with each [L] array `<key>_layer` split into scalars `<key>/<l>`.
+
+    `<key>/<l>` is the record key of layer l (the per-layer metrics' convention), so a
+    probe can report the whole-network `<key>` and its per-layer values side by side.
+    """
+    res = {}
+    for k, v in out.items():
+        if k.endswith(LAYER_SUFFIX):
+            base = k[:-len(LAYER_SUFFIX)]
+            res.update({f"{base}/{l}": v[l] for l in range(v.shape[0])})
+        else:
+            res[k] = v
+    return res
+
+
+def hessian_probe(params, model_state, x, y, key, *, model: Model, head: Head, k: int = 1,
+                  iters: int = 20, samples: int = 8) -> dict[str, jax.Array]:
+    """Curvature of the probe-batch loss (H: its Hessian in the parameters).
+
+    hessian/top_eig and hessian/eig_<i> (i < k): the largest eigenvalues of H (Lanczos,
+    `iters` steps); hessian/trace, hessian/trace_se: Hutchinson's estimate of tr(H) from
+    `samples` Rademacher vectors and its standard error; per layer l, hessian/top_eig/<l>
+    and hessian/trace/<l> (with hessian/trace_se/<l>): the top eigenvalue and the trace
+    of the diagonal block of layer l's weights; hessian/slq_nodes and
+    hessian/slq_weights ([samples, iters]): the stochastic Lanczos quadrature of H's
+    spectral density (actlab.probes). Layer masks come from this member's parameters.
+    """
     f = probe_loss(model, head, model_state)
-    return {"hessian/top_eig": probes.hessian_top_eig(lambda p: f(p, x, y), params, key, iters)}
+
+    def loss(p):
+        return f(p, x, y)
+
+    masks = probes.layer_masks(model, params)
+    k_eig, k_trace, k_slq, k_layer = jax.random.split(key, 4)
+    out = {**probes.hessian_eigs(loss, params, k_eig, k, iters),
+           **probes.hessian_trace(loss, params, k_trace, samples, masks),
+           **probes.hessian_slq(loss, params, k_slq, samples, iters),
+           **probes.hessian_layer_top_eig(loss, params, k_layer, masks, iters)}
+    return per_layer(out)
 
 
 def noise_probe(params, model_state, x, y, key, *, model: Model, head: Head,
                 chunk: int) -> dict[str, jax.Array]:
     """noise_scale/* on the probe batch (the key is unused: the probe batch is fixed)."""
     return probes.noise_scale(probe_loss(model, head, model_state), params, x, y, chunk)
+
+
+def gsnr_probe(params, model_state, x, y, key, *, model: Model, head: Head,
+               chunk: int) -> dict[str, jax.Array]:
+    """gsnr/<l> (layer l's mean gradient signal-to-noise ratio) and gsnr/mean (over all
+    parameters), from per-example gradients of the probe batch (the key is unused)."""
+    out = probes.gsnr(probe_loss(model, head, model_state), params, x, y,
+                      probes.layer_masks(model, params), chunk)
+    return per_layer({"gsnr_layer": out["gsnr_layer"], "gsnr/mean": out["gsnr_mean"]})
+
+
+def weights_probe(params, model_state, x, y, key, *, model: Model,
+                  head: Head) -> dict[str, jax.Array]:
+    """weights/spectral_norm/<l>, weights/stable_rank/<l>, weights/alpha/<l> of each layer's
+    kernel as a [fan_in, out] matrix (actlab.spectra); data and key are unused."""
+    return per_layer(spectra.weight_spectra(spectra.layer_kernels(model, params)))
 
 
 def placeholder(shapes) -> Any:

@@ -3,24 +3,30 @@
 `to_records` flattens one log step's metrics into one record per member;
 `Tracker` turns a member's records into its convergence summary; `aggregate`
 gives mean, std and a 95% bootstrap interval over members (the plots import
-`bootstrap_ci` from here).
+`bootstrap_ci` from here). `DensityFile` holds the Hessian's SLQ spectral density
+of each probe step, arrays that do not fit a record of scalars.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from actlab import axes
 from actlab.config import Config, Target
-from actlab.files import clean
+from actlab.files import atomic_write, clean, read_metrics
 
 PER_MEMBER_SUMMARY = ("final_train_loss", "final_eval_loss", "final_eval_acc", "best_eval_acc",
                       "steps_to_target", "time_to_target", "time_to_target_excl_compile",
-                      "loss_auc", "diverged_at")
+                      "loss_auc", "diverged_at", "eos_step")
+DENSITY_FILE = "hessian_density.jsonl"  # SLQ nodes and weights per (probe step, member)
+SHARPNESS = "hessian/top_eig"
 
 
 def bootstrap_ci(values: Iterable[float], level: float = 0.95, n: int = 2000,
@@ -38,10 +44,18 @@ def bootstrap_ci(values: Iterable[float], level: float = 0.95, n: int = 2000,
 
 
 class Tracker:
-    """Convergence summary of one member, updated record by record."""
+    """Convergence summary of one member, updated record by record.
 
-    def __init__(self, member: dict[str, Any], target: Target | None):
+    eos_step: the first logged step at which the sharpness hessian/top_eig reaches 2/lr,
+    the stability limit of gradient descent with rate lr (Cohen et al. 2021); lr is the
+    member's own (a vmapped optimizer.lr) or `lr` (optimizer.lr; with a schedule, its
+    peak). None while it has not, or without an lr.
+    """
+
+    def __init__(self, member: dict[str, Any], target: Target | None,
+                 lr: float | None = None):
         self.member, self.target = dict(member), target
+        self.lr = member.get("optimizer.lr", lr)
         self.compile_seconds = 0.0
         self.losses: list[float] = []
         self.s: dict[str, Any] = dict.fromkeys(PER_MEMBER_SUMMARY)
@@ -62,6 +76,10 @@ class Tracker:
             self.s["steps_to_target"], self.s["time_to_target"] = r["step"], r["wall_time"]
             self.s["time_to_target_excl_compile"] = round(r["wall_time"] - self.compile_seconds,
                                                           4)
+        sharp = r.get(SHARPNESS)
+        if (self.s["eos_step"] is None and self.lr and sharp is not None
+                and sharp >= 2.0 / self.lr):
+            self.s["eos_step"] = r["step"]
 
     def summary(self) -> dict[str, Any]:
         return {**self.member, **self.s}
@@ -125,3 +143,43 @@ def run_group(config: Config) -> str:
              + (f"@{config.optimizer.lr:g}" if not lr_swept else "")]
     parts += [f"{k}={v}" for k, v in sorted(config.activation.params.items())]
     return " ".join(parts)
+
+
+class DensityFile:
+    """DENSITY_FILE of a run directory: one JSON line per (probe step, member).
+
+    Each line holds the step, the member's seed and vmapped values (as its records do),
+    and `nodes` and `weights`, [samples][iters] lists: the SLQ quadrature of the
+    Hessian's spectral density (actlab.probes.hessian_slq; `actlab.probes.density`
+    smooths it). Opening it keeps only the lines before step `start` (a resumed run), or
+    none (a fresh run).
+    """
+
+    def __init__(self, path: str | os.PathLike, start: int | None = None):
+        self.path = Path(path)
+        if self.path.exists():
+            kept = [] if start is None else [r for r in read_metrics(self.path)[0]
+                                             if r.get("step", start) < start]
+            if kept:
+                atomic_write(self.path, lambda f: f.write(
+                    "".join(json.dumps(r) + "\n" for r in kept)))
+            else:
+                self.path.unlink()
+
+    def write(self, lines: list[dict[str, Any]]) -> None:
+        if lines:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(clean(r)) + "\n" for r in lines))
+
+
+def density_lines(arrays: dict[str, np.ndarray], step: int, records: list[dict[str, Any]],
+                  members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """DensityFile lines of one probe step: one per member that has a record there.
+
+    `arrays` maps hessian/slq_nodes and hessian/slq_weights to [members, samples, iters].
+    """
+    nodes, weights = arrays["hessian/slq_nodes"], arrays["hessian/slq_weights"]
+    return [{"step": step, **clean(members[r["member"]]),
+             "nodes": np.asarray(nodes[r["member"]], np.float64).tolist(),
+             "weights": np.asarray(weights[r["member"]], np.float64).tolist()}
+            for r in records]

@@ -23,11 +23,19 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from actlab import checkpoint, devices, files, program, rundir, schedule, writers
+from actlab import checkpoint, devices, files, program, rundir, schedule, step, writers
 from actlab.config import Config
 from actlab.experiment import Experiment, build, device_data, initial_state, resolved_init
 from actlab.rundir import RunDirError
-from actlab.summary import Tracker, aggregate, run_group, to_records
+from actlab.summary import (
+    DENSITY_FILE,
+    DensityFile,
+    Tracker,
+    aggregate,
+    density_lines,
+    run_group,
+    to_records,
+)
 
 __all__ = ["run", "build", "RunDirError", "enable_compilation_cache", "Experiment"]
 
@@ -55,8 +63,9 @@ class Recorder:
     """Turns each call's measurements into records, trackers, summaries and the bar."""
 
     def __init__(self, writer, trackers: list[Tracker], members: list[dict[str, Any]], bar,
-                 summary: dict[str, Any], t0: float):
+                 summary: dict[str, Any], t0: float, density: DensityFile | None = None):
         self.writer, self.trackers, self.members = writer, trackers, members
+        self.density = density  # where the SLQ arrays of the Hessian probe go (None: nowhere)
         self.bar, self.summary, self.t0 = bar, summary, t0
         self.summary_due = schedule.Every(SUMMARY_INTERVAL)
         self.last_wall = time.perf_counter() - t0
@@ -65,14 +74,19 @@ class Recorder:
                  ) -> np.ndarray:
         """Write the records of one call; return the members' diverged_at after it."""
         m = jax.device_get(m)
+        # arrays per probe step, not scalars: kept out of the records
+        arrays = {k: m.pop(k) for k in step.DENSITY_KEYS if k in m}
         wall = time.perf_counter() - self.t0
-        done, records = 0, []
+        done, records, density = 0, [], []
         for k, slot in enumerate(call.slots):  # wall times spread over the call's steps
             done += slot.n_plain + slot.apply
             at = self.last_wall + (wall - self.last_wall) * (
                 done / call.steps_done if call.steps_done else 1.0)
             mk = {key: v[:, k] for key, v in m.items()}
             rec = to_records(mk, slot.step, at, self.members, slot.on)
+            if arrays and slot.on.get("hessian"):
+                density += density_lines({key: v[:, k] for key, v in arrays.items()},
+                                         slot.step, rec, self.members)
             div = np.asarray(mk["diverged_at"])
             for r in rec:
                 self.trackers[r["member"]].update(r)
@@ -81,6 +95,8 @@ class Recorder:
             records += rec
         self.last_wall = wall
         self.writer.write_records(records)
+        if self.density is not None:
+            self.density.write(density)
         if running and self.summary_due():
             self.summary["seeds"] = [tr.summary() for tr in self.trackers]
             self.summary["aggregate"] = aggregate(self.summary["seeds"], ci=False)
@@ -126,7 +142,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         return summary
     exp = build(config)
     members = exp.members
-    trackers = [Tracker(m, tc.target) for m in members]
+    trackers = [Tracker(m, tc.target, config.optimizer.lr) for m in members]
     summary: dict[str, Any] = {"config": config.to_dict(), "status": "running", "seeds": [],
                                "aggregate": {}}
     scheme = resolved_init(config, exp.specs)
@@ -170,7 +186,8 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
                                                else progress),
                    desc=f"{label}{config.model.name} {config.activation.name} "
                         f"d{config.model.depth}")
-        record = Recorder(writer, trackers, members, bar, summary, t0)
+        record = Recorder(writer, trackers, members, bar, summary, t0,
+                          DensityFile(run_dir / DENSITY_FILE, start) if primary else None)
         pending = None
         for c in calls:
             if c.checkpoint and ckpt is not None:

@@ -53,7 +53,7 @@ def test_resolved_config_fills_every_default_and_round_trips():
     d = cfg.to_dict()
     assert d["model"] == {"name": "cnn", "depth": 3, "channels": 8, "kernel_size": 3,
                           "stride": 1, "pool": "max", "norm": "none", "head": "softmax",
-                          "activations": None}
+                          "loss": "cross_entropy", "activations": None}
     assert d["dataset"] == {"name": "mnist1d", "num_samples": 5000, "view": "sequence",
                             "seed": 42}
     assert d["train"]["target"] == "train/loss<=0.1"
