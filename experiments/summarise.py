@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from actlab import analysis, report
+from actlab.summary import bootstrap_ci
 
 HERE = Path(__file__).resolve().parent
 
@@ -146,7 +147,7 @@ def final_layer_means(sweep: Path, metrics: tuple[str, ...]) -> pd.DataFrame:
 
 
 def ci_cell(v: pd.Series) -> str:
-    lo, hi = analysis.bootstrap_ci(v)
+    lo, hi = bootstrap_ci(v)
     return f"{v.mean():.3f} [{lo:.3f}, {hi:.3f}]"
 
 
@@ -186,7 +187,7 @@ def forest_plot(panels, path: Path) -> None:
     for ax, (title, g, order) in zip(np.atleast_1d(axs), panels, strict=True):
         for i, act in enumerate(order):
             v = g.loc[g["activation"] == act, "final_eval_acc"]
-            lo, hi = analysis.bootstrap_ci(v)
+            lo, hi = bootstrap_ci(v)
             ax.plot([lo, hi], [i, i], color="tab:blue", lw=2)
             ax.plot(v.mean(), i, "o", color="tab:blue", ms=4)
         ax.set_yticks(range(len(order)), order, fontsize=8)
