@@ -180,6 +180,7 @@ def test_notebooks_execute(name, sweep, monkeypatch):
 
     monkeypatch.setenv("ACTLAB_SWEEP", str(sweep))
     monkeypatch.setenv("ACTLAB_NB_STEPS", "60")
+    monkeypatch.setenv("ACTLAB_NB_DATASETS", "xor,spiral")  # playground: two of the four
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")  # committed clean
     NotebookClient(nb, timeout=300, kernel_name="python3",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -137,12 +138,21 @@ def test_every_config_key_is_commented():
 
 
 def test_every_hidden_activation_has_a_config_and_trains_through_hydra(tmp_path):
-    assert _group_options("activation") == activations.names(include_output=False)
-    for name in activations.names(include_output=False):
-        cfg = composed(f"activation={name}", "+experiment=debug", "train.steps=2",
-                       "train.log_every=1", "train.eval_every=2", "logger=none")
-        s = train.run(cfg, tmp_path / name)
-        assert s["status"] == "completed", name
+    names = activations.names(include_output=False)
+    assert _group_options("activation") == names
+    for name in names:  # every option composes and validates
+        composed(f"activation={name}", "+experiment=debug", "logger=none")
+    # and trains: the elementwise functions one per layer of one MLP, the gated units in another
+    gated = [n for n in names if activations.info(n).gated]
+    for group in ([n for n in names if n not in gated], gated):
+        cfg = composed("+experiment=debug", "model=mlp", f"model.depth={len(group)}",
+                       f"model.activations=[{','.join(group)}]", "model.residual=true",
+                       "train.steps=2", "train.log_every=1", "train.eval_every=2", "logger=none")
+        s = train.run(cfg, tmp_path / group[0])
+        assert s["status"] == "completed", group
+        last = read_records(tmp_path / group[0])[-1]
+        for l in range(len(group)):
+            assert math.isfinite(last[f"act_std/{l}"]), group[l]
 
 
 OFFLINE_MODEL = {"ratings": "model=recommender", "digits": "model=cnn",
@@ -187,7 +197,7 @@ def test_default_run_reaches_90_percent_on_the_spiral(tmp_path):
 # --------------------------------------------------------------------------- #
 # Unknown keys and --help
 
-CNN_KEYS = "activations, channels, depth, head, kernel_size, name, norm, pool, stride"
+CNN_KEYS = "activations, channels, depth, head, kernel_size, loss, name, norm, pool, stride"
 
 
 def assert_one_line_error(p, message):

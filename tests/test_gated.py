@@ -117,7 +117,7 @@ def case(act: str, edit_name: str | None = None, norm: str = "none"):
     return exp, state, data, out, m
 
 
-@pytest.mark.parametrize("act", ["reglu", "swiglu", "geglu"])
+@pytest.mark.parametrize("act", ["reglu", "geglu"])
 def test_gated_mlp_matches_float64_reference(act):
     exp, state, (x, y, xp, yp), out, m = case(act)
     gate = GATES[act]
@@ -226,7 +226,7 @@ def test_swiglu_transformer_with_dyt_trains_and_logs(tmp_path):
     cfg = make_config(activation={"name": "swiglu"},
                       model={"name": "transformer", "depth": 2, "dim": 8, "heads": 2,
                              "norm": "dyt"},
-                      dataset={"name": "mnist1d"}, train={"steps": 30, "log_every": 10})
+                      dataset={"name": "mnist1d"}, train={"steps": 20, "log_every": 10})
     summary = train.run(cfg, tmp_path)
     assert summary["status"] == "completed"
     recs = read_records(tmp_path)

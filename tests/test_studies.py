@@ -53,6 +53,8 @@ def test_every_study_has_a_readme_with_its_command_and_a_config_that_composes():
                 for key, value in values.items():
                     if (section, key) == ("train", "target"):  # stored in canonical form
                         assert cfg.train.target == parse_target(value), d.name
+                    elif (section, key, value) == ("train", "metrics", "none"):
+                        assert cfg.train.metrics == (), d.name
                     else:
                         assert resolved[section][key] == value, (d.name, section, key)
         # every key and swept option (hydra.sweeper.params) is known: argv comes back as given
