@@ -147,7 +147,8 @@ def test_every_hidden_activation_has_a_config_and_trains_through_hydra(tmp_path)
     for group in ([n for n in names if n not in gated], gated):
         cfg = composed("+experiment=debug", "model=mlp", f"model.depth={len(group)}",
                        f"model.activations=[{','.join(group)}]", "model.residual=true",
-                       "train.steps=2", "train.log_every=1", "train.eval_every=2", "logger=none")
+                       "train.steps=2", "train.log_every=1", "train.eval_every=2",
+                       "logger.progress=false")
         s = train.run(cfg, tmp_path / group[0])
         assert s["status"] == "completed", group
         last = read_records(tmp_path / group[0])[-1]
