@@ -21,13 +21,16 @@ from actlab.summary import bootstrap_ci
 HERE = Path(__file__).resolve().parent
 
 
-def md(df: pd.DataFrame) -> str:
-    """A DataFrame as a markdown table (index levels first)."""
+def md(df: pd.DataFrame, fmt: str = ".4g") -> str:
+    """A DataFrame as a markdown table (index levels first; floats as `fmt`).
+
+    The studies' own summarise.py scripts use it too (see `shared_md`).
+    """
     df = df.reset_index()
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     rule = "|" + "---|" * len(df.columns)
     def cell(v) -> str:
-        return f"{v:.4g}" if isinstance(v, float | np.floating) else str(v)
+        return f"{v:{fmt}}" if isinstance(v, float | np.floating) else str(v)
 
     rows = ["| " + " | ".join(map(cell, r)) + " |" for r in df.itertuples(index=False)]
     return "\n".join([head, rule, *rows])

@@ -10,6 +10,8 @@ predicted vs measured q_l, c_l and gradient norms at initialisation).
 
 from __future__ import annotations
 
+import functools
+import importlib
 import sys
 from pathlib import Path
 
@@ -23,13 +25,10 @@ HERE = Path(__file__).resolve().parent
 TRAINED = 0.5  # test accuracy that counts as trained (chance: 0.1, shallow nets: ~0.95)
 
 
-def md(df: pd.DataFrame) -> str:
-    """A DataFrame as a markdown table (index levels first)."""
-    df = df.reset_index()
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rows = ["| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r) + " |"
-            for r in df.itertuples(index=False)]
-    return "\n".join([head, "|" + "---|" * len(df.columns), *rows])
+# experiments/summarise.py (this file shares its name): its markdown table
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_shared = importlib.import_module("summarise")
+md = functools.partial(_shared.md, fmt=".3g")
 
 
 def members(sweep: Path) -> pd.DataFrame:

@@ -12,6 +12,7 @@ dyt_alpha.png (dyt_alpha/l and dyt_alpha_attn/l over training) and alpha_vs_std.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -30,13 +31,10 @@ NORM_COLOR = {"layer": "#0072B2", "dyt": "#D55E00", "none": "#009E73"}
 REPLAY_STEPS = (0, 50, 100, 250, 500)  # snapshots of seed 0 for alpha vs 1/std
 
 
-def md(df: pd.DataFrame) -> str:
-    """A DataFrame as a markdown table (index levels first)."""
-    df = df.reset_index()
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rows = ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r) + " |"
-            for r in df.itertuples(index=False)]
-    return "\n".join([head, "|" + "---|" * len(df.columns), *rows])
+# experiments/summarise.py (this file shares its name): its markdown table
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_shared = importlib.import_module("summarise")
+md = _shared.md
 
 
 def ci_cell(v: pd.Series) -> str:

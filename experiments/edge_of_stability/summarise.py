@@ -14,6 +14,7 @@ training loss of every activation, a column each) and hessian_density.png
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -31,13 +32,10 @@ DENSITY_STEPS = (0, 100, 500, 1000, 2000, 3500)  # its probe steps drawn
 DENSITY_LRS = (0.1, 0.2)
 
 
-def md(df: pd.DataFrame) -> str:
-    """A DataFrame as a markdown table (index levels first)."""
-    df = df.reset_index()
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rows = ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r) + " |"
-            for r in df.itertuples(index=False)]
-    return "\n".join([head, "|" + "---|" * len(df.columns), *rows])
+# experiments/summarise.py (this file shares its name): its markdown table
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_shared = importlib.import_module("summarise")
+md = _shared.md
 
 
 def series(df: pd.DataFrame, metric: str) -> pd.DataFrame:

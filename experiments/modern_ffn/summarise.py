@@ -11,6 +11,7 @@ panel per dataset and block) and dead_gate.png (dead_frac and gate_mean over tra
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -27,13 +28,10 @@ GATED = ("swiglu", "geglu", "reglu")
 DATASETS = {"digits": "digits (16 patches of 2x2)", "mnist1d": "MNIST-1D (40 time steps)"}
 
 
-def md(df: pd.DataFrame) -> str:
-    """A DataFrame as a markdown table (index levels first)."""
-    df = df.reset_index()
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rows = ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r) + " |"
-            for r in df.itertuples(index=False)]
-    return "\n".join([head, "|" + "---|" * len(df.columns), *rows])
+# experiments/summarise.py (this file shares its name): its markdown table
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_shared = importlib.import_module("summarise")
+md = _shared.md
 
 
 def ci_cell(v: pd.Series, digits: int = 3) -> str:
