@@ -4,6 +4,9 @@
     python -m benchmarks.run --quick    # tiny sizes: checks that every figure still runs
     python -m benchmarks.run --only 1,3 # some figures
 
+Figures 1-9 are here; 10-12 (seeds per program, float32/bfloat16 utilisation, data
+parallel) are in benchmarks/scaling.py and size themselves to the device.
+
 Prints a table of ratios against their targets and writes it, with the command
 and a description of the machine, to benchmarks/RESULTS.md (not with --quick,
 unless --out is given). PyTorch is needed for figure 3 only
@@ -121,8 +124,10 @@ def torch_steps_per_s(depth: int, width: int, batch: int, steps: int, log_every:
         return None
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
+    dev = "cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu" else "cpu"
     ds = data.load("spiral")
-    x, y = torch.tensor(ds.x_train), torch.tensor(ds.y_train, dtype=torch.long)
+    x = torch.tensor(ds.x_train, device=dev)
+    y = torch.tensor(ds.y_train, dtype=torch.long, device=dev)
     probe = x[:512]
     layers, d_in = [], x.shape[1]
     for _ in range(depth):
@@ -132,7 +137,7 @@ def torch_steps_per_s(depth: int, width: int, batch: int, steps: int, log_every:
         layers += [lin, torch.nn.ReLU()]
         d_in = width
     layers.append(torch.nn.Linear(d_in, ds.num_classes))
-    model = torch.nn.Sequential(*layers)
+    model = torch.nn.Sequential(*layers).to(dev)
     hidden = [m for m in model if isinstance(m, torch.nn.Linear)][:-1]
     captured: list = []
     for lin in hidden:  # pre-activations of every hidden layer, when asked for
@@ -145,7 +150,7 @@ def torch_steps_per_s(depth: int, width: int, batch: int, steps: int, log_every:
     def run(n):
         nonlocal capturing
         for s in range(n):
-            idx = torch.randint(0, x.shape[0], (batch,))
+            idx = torch.randint(0, x.shape[0], (batch,), device=dev)
             opt.zero_grad(set_to_none=True)
             loss = lossf(model(x[idx]), y[idx])
             loss.backward()
@@ -165,17 +170,22 @@ def torch_steps_per_s(depth: int, width: int, batch: int, steps: int, log_every:
     run(min(steps, 50))  # warm-up
     t = time.perf_counter()
     run(steps)
+    if dev == "cuda":
+        torch.cuda.synchronize()
     return steps / (time.perf_counter() - t)
 
 
-def peak_matmul_flops(n: int) -> float:
-    a = jnp.ones((n, n), jnp.float32)
+def peak_matmul_flops(n: int, dtype=jnp.float32, repeats: int = 20) -> float:
+    """Best FLOP/s of an n x n x n product of random `dtype` matrices (JAX's default
+    precision)."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    a, b = jax.random.normal(k1, (n, n), dtype), jax.random.normal(k2, (n, n), dtype)
     f = jax.jit(lambda a, b: a @ b)
-    jax.block_until_ready(f(a, a))
+    jax.block_until_ready(f(a, b))
     best = 0.0
-    for _ in range(5):
+    for _ in range(repeats):
         t = time.perf_counter()
-        jax.block_until_ready(f(a, a))
+        jax.block_until_ready(f(a, b))
         best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
     return best
 
@@ -457,8 +467,11 @@ def main(argv: list[str] | None = None) -> int:
                                  "none with --quick)")
     args = p.parse_args(argv)
     train.enable_compilation_cache()
-    only = {int(x) for x in args.only.split(",")} if args.only else set(range(1, 10))
-    figures = {1: fig1, 2: fig2, 3: fig3, 4: fig4, 5: fig5, 6: fig6, 7: fig7, 8: fig8, 9: fig9}
+    from benchmarks import scaling
+
+    figures = {1: fig1, 2: fig2, 3: fig3, 4: fig4, 5: fig5, 6: fig6, 7: fig7, 8: fig8, 9: fig9,
+               10: scaling.fig10, 11: scaling.fig11, 12: scaling.fig12}
+    only = {int(x) for x in args.only.split(",")} if args.only else set(figures)
     rows: list[Row] = []
     for k in sorted(only):
         t = time.perf_counter()
