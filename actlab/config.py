@@ -264,6 +264,9 @@ class ProbesConfig:
 class LoggerConfig:
     sinks: tuple[str, ...] = field(("local",), parse=_names(SINKS))
     progress: bool = True
+    # bins of the per-layer pre-activation histograms a tensorboard sink draws at log steps
+    # (computed inside the program on the probe batch); 0: none
+    histogram_bins: int = field(30, lo=0)
     # W&B: project, entity, group (default: the configuration's name), tags, mode
     wandb: Mapping[str, Any] = field(factory=dict, parse=_wandb)
 

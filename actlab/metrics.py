@@ -177,6 +177,37 @@ def _signal(z_LxPxN: jax.Array, selected) -> dict[str, jax.Array]:
     return out
 
 
+HIST_KEYS = ("preact_hist/edges", "preact_hist/counts", "preact_hist/moments")
+
+
+def preact_histograms(z, bins: int) -> dict[str, jax.Array]:
+    """Per-layer histograms of the pre-activations z on the probe batch, in float32.
+
+    z is stacked [L, P, W] or a list of per-layer arrays. Each layer's finite values are
+    counted in `bins` equal bins between their min and max (the last bin closed):
+    edges [L, bins + 1], counts [L, bins], moments [L, 3] = (num, sum, sum of squares).
+    A layer without a finite value gets zero counts and num 0.
+    """
+    layers = list(z) if isinstance(z, (list, tuple)) else [z[l] for l in range(z.shape[0])]
+    per = [_histogram(zl.reshape(-1).astype(jnp.float32), bins) for zl in layers]
+    return {k: jnp.stack([p[i] for p in per]) for i, k in enumerate(HIST_KEYS)}
+
+
+def _histogram(v: jax.Array, bins: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    ok = jnp.isfinite(v)
+    lo = jnp.min(jnp.where(ok, v, jnp.inf))
+    hi = jnp.max(jnp.where(ok, v, -jnp.inf))
+    lo, hi = jnp.where(jnp.any(ok), lo, 0.0), jnp.where(jnp.any(ok), hi, 0.0)
+    half = jnp.where(hi > lo, 0.0, 0.5)  # every value equal: one unit-wide range around it
+    lo, hi = lo - half, hi + half
+    edges = lo + (hi - lo) * jnp.arange(bins + 1, dtype=jnp.float32) / bins
+    idx = jnp.clip(jnp.floor((v - lo) / (hi - lo) * bins), 0, bins - 1).astype(jnp.int32)
+    counts = jnp.zeros(bins, jnp.float32).at[idx].add(ok.astype(jnp.float32))
+    v0 = jnp.where(ok, v, 0.0)
+    moments = jnp.stack([ok.sum().astype(jnp.float32), v0.sum(), jnp.square(v0).sum()])
+    return edges, counts, moments
+
+
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Fraction of argmax predictions equal to the integer labels."""
     return jnp.mean(jnp.argmax(logits, -1) == labels)

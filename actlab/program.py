@@ -63,6 +63,15 @@ def over_members(fn: Callable, how: str, spmd_axis: str | None = None) -> Callab
     return lifted
 
 
+HISTOGRAM_SINKS = ("tensorboard",)  # the sinks that draw the pre-activation histograms
+
+
+def histogram_bins(exp: Experiment) -> int:
+    """Bins of the pre-activation histograms measured at log steps (0: none measured)."""
+    lc = exp.config.logger
+    return lc.histogram_bins if set(lc.sinks) & set(HISTOGRAM_SINKS) else 0
+
+
 def measurement_names(exp: Experiment) -> tuple[str, ...]:
     """The periodic measurements a slot can switch on: eval and each active probe."""
     return ("eval", *exp.config.probes.active)
@@ -121,6 +130,7 @@ def make_program(exp: Experiment, per_call: int = 1, lay: Layout | None = None) 
     train_step = functools.partial(step.train_step, model=model, tx=tx, loss_fn=loss)
     evaluate = functools.partial(step.evaluate, model=model, head=head)
     probes = probe_functions(exp, head)
+    bins = histogram_bins(exp)
 
     def plain(state, d):
         batch = lay.constrain_batch(step.draw_batch(state, d["x_train"], d["y_train"],
@@ -135,7 +145,7 @@ def make_program(exp: Experiment, per_call: int = 1, lay: Layout | None = None) 
         new, out = train_step(state, batch, step.stream_key(state, step.STREAM_DROPOUT),
                               apply=apply, eps=eps)
         m = step.measure(state, out, d["x_probe"], d["y_probe"], model=model, head=head,
-                         selected=selected)
+                         selected=selected, hist_bins=bins)
         m.update(step.switched(evaluate, on["eval"], state.params, state.model_state,
                                d["x_test"], d["y_test"]))
         key = step.stream_key(state, step.STREAM_PROBE)

@@ -132,11 +132,13 @@ def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array], rng: jax.A
 
 def measure(state: TrainState, out: dict[str, Any], x_probe: jax.Array, y_probe: jax.Array, *,
             model: Model, head: Head,
-            selected: Iterable[str] = metrics.FAMILIES) -> dict[str, jax.Array]:
+            selected: Iterable[str] = metrics.FAMILIES,
+            hist_bins: int = 0) -> dict[str, jax.Array]:
     """The per-layer metrics of theta_t (`state`) and its update (`out` of train_step).
 
     Only the selected metric families are computed; train/* (on the probe batch) and
-    the learned activation parameters always are.
+    the learned activation parameters always are. `hist_bins` > 0 adds the histograms
+    of every hidden layer's pre-activations (metrics.HIST_KEYS, arrays kept out of records).
     """
     selected = set(selected)
     m = metrics.parameter_metrics(model.layer_sqnorms, state.params, out["grads"],
@@ -146,7 +148,7 @@ def measure(state: TrainState, out: dict[str, Any], x_probe: jax.Array, y_probe:
     acts = selected & set(metrics.ACTIVATION_METRICS)
     signal = selected & set(metrics.SIGNAL_METRICS)
     logits, aux, _ = model.apply(state.params, state.model_state, x_probe,
-                                 capture=bool(acts or signal))
+                                 capture=bool(acts or signal or hist_bins))
     m.update({f"train/{k}": v for k, v in head.measures(logits, y_probe).items()})
     if acts:
         c = state.consts
@@ -155,6 +157,8 @@ def measure(state: TrainState, out: dict[str, Any], x_probe: jax.Array, y_probe:
                                             gate=aux.get("gate"), flow=aux.get("flow")))
     if signal:
         m.update(metrics.signal_metrics(aux["z"], signal))
+    if hist_bins:
+        m.update(metrics.preact_histograms(aux["z"], hist_bins))
     m.update(model.activation_params(state.params))
     return m
 

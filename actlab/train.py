@@ -23,7 +23,17 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from actlab import checkpoint, devices, files, program, rundir, schedule, step, writers
+from actlab import (
+    checkpoint,
+    devices,
+    files,
+    metrics,
+    program,
+    rundir,
+    schedule,
+    step,
+    writers,
+)
 from actlab.config import Config
 from actlab.experiment import Experiment, build, device_data, initial_state, resolved_init
 from actlab.rundir import RunDirError
@@ -59,6 +69,15 @@ def per_call(config: Config) -> int:
     return schedule.auto_per_call(config.train.log_every) if k == "auto" else int(k)
 
 
+def preact_histograms(hists: dict[str, np.ndarray], k: int) -> dict[str, writers.Histograms]:
+    """Slot k's pre-activation histograms (metrics.HIST_KEYS, [members, slots, L, ...]) as
+    `preact/<l>` -> Histograms over the members."""
+    edges, counts, moments = (hists[key][:, k] for key in metrics.HIST_KEYS)
+    return {f"preact/{l}": writers.Histograms(edges[:, l], counts[:, l], moments[:, l, 0],
+                                              moments[:, l, 1], moments[:, l, 2])
+            for l in range(edges.shape[1])}
+
+
 class Recorder:
     """Turns each call's measurements into records, trackers, summaries and the bar."""
 
@@ -74,8 +93,9 @@ class Recorder:
                  ) -> np.ndarray:
         """Write the records of one call; return the members' diverged_at after it."""
         m = jax.device_get(m)
-        # arrays per probe step, not scalars: kept out of the records
+        # arrays per probe or log step, not scalars: kept out of the records
         arrays = {k: m.pop(k) for k in step.DENSITY_KEYS if k in m}
+        hists = {k: m.pop(k) for k in metrics.HIST_KEYS if k in m}
         wall = time.perf_counter() - self.t0
         done, records, density = 0, [], []
         for k, slot in enumerate(call.slots):  # wall times spread over the call's steps
@@ -84,6 +104,8 @@ class Recorder:
                 done / call.steps_done if call.steps_done else 1.0)
             mk = {key: v[:, k] for key, v in m.items()}
             rec = to_records(mk, slot.step, at, self.members, slot.on)
+            if hists:
+                self.writer.write_histograms(slot.step, preact_histograms(hists, k))
             if arrays and slot.on.get("hessian"):
                 density += density_lines({key: v[:, k] for key, v in arrays.items()},
                                          slot.step, rec, self.members)

@@ -8,20 +8,19 @@ final and whether the run failed.
 - `LocalWriter`: metrics.jsonl (one JSON object per line, flushed per batch of
   records, so a killed run keeps what it had) and summary.json (atomic).
 - `StdoutWriter`, `NullWriter`, `WandbWriter` (one W&B run per member).
-- `TensorBoardWriter`: event files in <run dir>/tensorboard/, one TensorBoard run per member.
+- `TensorBoardWriter` (actlab.tensorboard_sink): event files in <run dir>/tensorboard/, one
+  TensorBoard run per member, with histograms of the pre-activations.
 - `MultiWriter(writers)`: fan-out; `AsyncWriter(writer)`: a background thread.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 import queue
-import re
 import sys
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +28,21 @@ from typing import Any, Protocol
 from actlab.files import METRICS_FILE, SUMMARY_FILE, clean, write_json_atomic
 
 Record = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Histograms:
+    """Binned distributions at one log step, one per member (leading axis of each array).
+
+    `edges` [M, B + 1] bound the `counts` [M, B]; `num`, `sum`, `sum_squares` [M] are those
+    of every finite value binned (the statistics TensorBoard shows beside the bins).
+    """
+
+    edges: Any
+    counts: Any
+    num: Any
+    sum: Any
+    sum_squares: Any
 
 
 class Writer(Protocol):
@@ -39,7 +53,8 @@ class Writer(Protocol):
         """Replace the run summary; `final` once, at the end of the run."""
 
     def write_histograms(self, step: int, arrays: Mapping[str, Any]) -> None:
-        """Distributions at a log step: name (`preact/<l>`) -> array, leading axis the members."""
+        """Distributions at a log step: name (`preact/<l>`) -> `Histograms`, or raw values
+        with the members on the leading axis."""
 
     def flush(self) -> None:
         """Block until everything written so far has reached the sink."""
@@ -210,118 +225,6 @@ class WandbWriter(NullWriter):
         self.runs.clear()
 
 
-_LAYER = re.compile(r"^(.+)/(\d+)$")
-
-
-def tensorboard_tag(key: str, width: int = 1) -> str:
-    """The TensorBoard tag of a metrics.jsonl key: `grad_norm/3` -> `grad_norm/layer_3`.
-
-    TensorBoard puts tags with the same prefix (before the first '/') in one panel
-    group, so every layer of a metric family shares a group; layer numbers are
-    zero-padded to `width` digits so they sort in order. Other keys (`train/loss`,
-    `eval/acc`, `grad_norm/out`, `hessian/top_eig`, `wall_time`) are kept as they are.
-    """
-    m = _LAYER.match(key)
-    return f"{m.group(1)}/layer_{int(m.group(2)):0{width}d}" if m else key
-
-
-def _member_names(members: list[dict[str, Any]]) -> list[str]:
-    """TensorBoard run names: `seed=0`, or with vmapped values `lr=0.003,seed=1`."""
-    def name(m: dict[str, Any], short: bool) -> str:
-        parts = [f"{k.rsplit('.', 1)[-1] if short else k}={v:g}" for k, v in m.items()
-                 if k != "seed" and isinstance(v, (int, float))]
-        return ",".join(parts + [f"seed={m.get('seed')}"])
-
-    names = [name(m, True) for m in members]
-    return names if len(set(names)) == len(names) else [name(m, False) for m in members]
-
-
-class TensorBoardWriter(NullWriter):
-    """TensorBoard event files in <run dir>/tensorboard/<member>/, one TensorBoard run per member.
-
-    Written with tensorboardX (no TensorFlow). Every numeric key of a record goes in
-    as a scalar at its `step` (tags from `tensorboard_tag`), except the member's
-    identity (seed and vmapped values, which name its run); non-finite values are
-    left out, as metrics.jsonl holds them as null. A member's event file starts with
-    a purge at its first step, so a resumed run replaces what the killed one wrote
-    after the checkpoint and a fresh start replaces an earlier attempt.
-    `write_histograms` adds distributions (e.g. pre-activations) per member.
-    """
-
-    DIR = "tensorboard"
-
-    def __init__(self, run_dir: str | os.PathLike, members: list[dict[str, Any]] | None = None,
-                 flush_secs: int = 30):
-        import tensorboardX
-
-        self._SummaryWriter = tensorboardX.SummaryWriter
-        self.dir = Path(run_dir) / self.DIR
-        self.members = list(members) if members else None
-        self.names = _member_names(self.members) if self.members else None
-        self.flush_secs = flush_secs
-        self.width: int | None = None
-        self.runs: dict[int, Any] = {}
-
-    def _identity(self, i: int, record: Record | None) -> tuple[str, set[str]]:
-        if self.names is not None and i < len(self.names):
-            return self.names[i], set(self.members[i])
-        ids = {k: v for k, v in (record or {}).items()
-               if k == "seed" or ("." in k and "/" not in k)}
-        return (_member_names([ids])[0] if ids else f"member_{i}"), set(ids)
-
-    def _run(self, i: int, step: int, record: Record | None = None):
-        if i not in self.runs:
-            name, _ = self._identity(i, record)
-            # event files of one run are read in name order: the suffix orders two in a second
-            self.runs[i] = self._SummaryWriter(logdir=str(self.dir / name), purge_step=int(step),
-                                               flush_secs=self.flush_secs,
-                                               filename_suffix=f".{time.time_ns()}")
-        return self.runs[i]
-
-    def _width(self, keys: Iterable[str]) -> int:
-        """Digits of the largest layer number, fixed by the first keys with layers in them."""
-        if self.width is None:
-            layers = [int(m.group(2)) for k in keys if (m := _LAYER.match(k))]
-            if not layers:
-                return 1
-            self.width = len(str(max(layers)))
-        return self.width
-
-    def write_records(self, records: list[Record]) -> None:
-        for r in records:
-            i, step = int(r.get("member", 0)), int(r["step"])
-            _, identity = self._identity(i, r)
-            run = self._run(i, step, r)
-            width = self._width(r)
-            for k, v in r.items():
-                if k in ("step", "member") or k in identity:
-                    continue
-                v = clean(v)
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    continue
-                run.add_scalar(tensorboard_tag(k, width), v, step)
-
-    def write_histograms(self, step: int, arrays: Mapping[str, Any]) -> None:
-        import numpy as np
-
-        width = self._width(arrays)
-        for name, a in arrays.items():
-            a = np.asarray(a)
-            for i in range(a.shape[0]):
-                values = a[i].astype(np.float64).ravel()
-                values = values[np.isfinite(values)]
-                if values.size:
-                    self._run(i, step).add_histogram(tensorboard_tag(name, width), values, step)
-
-    def flush(self) -> None:
-        for run in self.runs.values():
-            run.flush()
-
-    def close(self, failed: bool = False) -> None:
-        for run in self.runs.values():
-            run.close()
-        self.runs.clear()
-
 
 class MultiWriter:
     """Writes to every writer in turn."""
@@ -418,6 +321,8 @@ def make_writer(names: Iterable[str], run_dir: str | os.PathLike, **context: Any
         if name == "wandb":
             return WandbWriter(run_dir, **context)
         if name == "tensorboard":
+            from actlab.tensorboard_sink import TensorBoardWriter
+
             return TensorBoardWriter(run_dir, members=context.get("members"))
         return {"local": lambda: LocalWriter(run_dir), "stdout": StdoutWriter,
                 "none": NullWriter}[name]()

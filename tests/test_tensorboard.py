@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from actlab.writers import TensorBoardWriter, tensorboard_tag
+from actlab import metrics
+from actlab.tensorboard_sink import TensorBoardWriter, tensorboard_tag
 from conftest import read_records
 from test_cli import cli
 
@@ -48,6 +49,41 @@ def test_cli_run_event_files_hold_every_scalar_of_metrics_jsonl(tmp_path):
     assert in_tb == written  # and nothing else
     assert "grad_norm/layer_1" in runs[0].Tags()["scalars"]
     assert "eval/acc" in runs[0].Tags()["scalars"]
+    # pre-activation histograms at every log step: 64 probe examples x 8 units per layer,
+    # their second moment is the record's q/<l> (computed on another path, in float32)
+    checked = 0
+    for r in records:
+        for layer in (0, 1):
+            h = {e.step: e.histogram_value
+                 for e in runs[r["seed"]].Histograms(f"preact/layer_{layer}")}[r["step"]]
+            assert h.num == 64 * 8 and sum(h.bucket) == h.num and len(h.bucket) == 30
+            assert h.min <= h.bucket_limit[0] and h.bucket_limit[-1] == pytest.approx(h.max)
+            assert h.sum_squares / h.num == pytest.approx(r[f"q/{layer}"], rel=1e-5)
+            checked += 1
+    assert checked == 2 * len(records)
+
+
+def test_preact_histograms_match_numpy():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(3, 50, 7)).astype(np.float32) * np.array([1, 3, 0.1])[:, None, None]
+    z[1, 0, 0], z[1, 4, 2], z[1, 9, 1] = np.nan, np.inf, -np.inf  # left out, not counted
+    z[2] = 0.25  # a constant layer: one unit-wide range around its value
+    out = {k: np.asarray(v) for k, v in metrics.preact_histograms(z, 12).items()}
+    edges, counts, moments = (out[k] for k in metrics.HIST_KEYS)
+    for l in range(3):
+        v = z[l].ravel().astype(np.float64)
+        v = v[np.isfinite(v)]
+        lo, hi = (v.min(), v.max()) if v.max() > v.min() else (v[0] - 0.5, v[0] + 0.5)
+        ref_counts, ref_edges = np.histogram(v, bins=12, range=(lo, hi))
+        np.testing.assert_allclose(edges[l], ref_edges, rtol=1e-5, atol=1e-6)
+        assert np.abs(counts[l] - ref_counts).sum() <= 2  # a value on an edge may move a bin
+        assert counts[l].sum() == v.size
+        np.testing.assert_allclose(moments[l], [v.size, v.sum(), np.square(v).sum()],
+                                   rtol=1e-4, atol=1e-4)
+    assert counts[2].tolist() == [0] * 6 + [350] + [0] * 5  # 0.25 in [0.25, 0.333)
+    empty = {k: np.asarray(v) for k, v in metrics.preact_histograms(
+        np.full((1, 4, 2), np.nan, np.float32), 5).items()}
+    assert empty["preact_hist/counts"].sum() == 0 and empty["preact_hist/moments"][0, 0] == 0
 
 
 def test_histograms_per_member_and_a_resume_purges_the_steps_it_replaces(tmp_path):
