@@ -1,9 +1,10 @@
 """Run and sweep directories -> tidy pandas DataFrames.
 
 Reads only the files of the run-directory contract (metrics.jsonl,
-summary.json, .hydra/config.yaml). Each run's tidy frame is cached next to
-its metrics as Parquet, keyed by the size and mtime of metrics.jsonl, so
-re-loading a sweep of hundreds of runs takes a moment.
+summary.json, .hydra/config.yaml, and hessian_density.jsonl for load_density).
+Each run's tidy frame is cached next to its metrics as Parquet, keyed by the
+size and mtime of metrics.jsonl, so re-loading a sweep of hundreds of runs
+takes a moment.
 """
 
 from __future__ import annotations
@@ -159,6 +160,27 @@ def load_sweep(paths: Paths, cache: bool = True) -> pd.DataFrame:
     if not frames:
         raise FileNotFoundError(f"no run directories (with {METRICS}) under {paths}")
     return pd.concat(frames, ignore_index=True)
+
+
+def load_density(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """The SLQ density records of a run directory (hessian_density.jsonl) as a frame.
+
+    One row per (step, member): step, seed, the member's vmapped values (columns such
+    as optimizer.lr), and `nodes`, `weights` as float arrays [samples, iters] (NaN
+    where the measurement was not finite). Where a resumed run measured a step twice,
+    the later line is kept. Empty without the file.
+    """
+    from actlab.summary import DENSITY_FILE  # the engine's modules: imported on use
+
+    lines, _ = read_metrics(Path(run_dir) / DENSITY_FILE)
+    if not lines:
+        return pd.DataFrame(columns=["step", "seed", "nodes", "weights"])
+    df = pd.DataFrame.from_records(lines)
+    ids = [c for c in df.columns if c not in ("nodes", "weights")]
+    df = df.drop_duplicates(subset=ids, keep="last").reset_index(drop=True)
+    for c in ("nodes", "weights"):
+        df[c] = [np.asarray(v, dtype=np.float64) for v in df[c]]
+    return df
 
 
 def summaries(paths: Paths) -> pd.DataFrame:

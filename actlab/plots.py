@@ -5,6 +5,9 @@ plain arrays), never training internals. Colours are fixed per activation
 (Okabe-Ito, colour-blind safe, for the classic functions), so one activation
 has one colour in every figure.
 
+The figures of the mean-field theory are in actlab.plots_theory, those of the
+curvature probes (sharpness, Hessian spectral density) in actlab.plots_probes.
+
 Importing this module leaves matplotlib alone (see actlab.plotstyle): figures are
 drawn in actlab's style context and need no backend; in a notebook they show
 through the notebook's own backend.
@@ -40,6 +43,7 @@ __all__ = ["PALETTE", "STYLE", "StyledFigure", "color_for", "offscreen", "savefi
            "activation_grid", "activation_curves", "layer_profile", "layer_heatmap",
            "dead_saturated", "learning_curves", "convergence", "distributions",
            "decision_boundary"]
+
 
 @_styled
 def activation_grid(names: Sequence[str], xlim: float = 5.0, cols: int = 6) -> Figure:
@@ -314,118 +318,4 @@ def decision_boundary(predict: Callable[[np.ndarray], np.ndarray], x_raw: np.nda
     ax.set(title=title, xticks=[], yticks=[])
     ax.grid(False)
     ax.set_aspect("equal")
-    return fig
-
-
-
-
-# ---------------------------------------------------------------------------------------
-# Curvature: sharpness against the edge of stability, the Hessian's spectral density
-
-__all__ += ["sharpness", "load_density", "hessian_density"]
-
-
-@_styled
-def sharpness(df: pd.DataFrame, log: bool = False) -> Figure:
-    """hessian/top_eig over training steps with the gradient-descent stability limit 2/lr.
-
-    One solid line per (run, learning rate), the mean over seeds, and a dashed line of
-    the same colour at 2/lr: plain gradient descent with rate lr is unstable along
-    directions of curvature above 2/lr, and full-batch training tends to hover there
-    (the edge of stability, Cohen et al. 2021). lr is the member's own: the `lr` column
-    of analysis.load_run (a vmapped optimizer.lr, else the run's). Colours follow lr.
-    """
-    sel = df[(df["metric"] == "hessian/top_eig") & df["layer"].isna()]
-    fig, axes = _subplots(1, 1, figsize=(5.2, 3.4), squeeze=False)
-    ax = axes[0][0]
-    lrs = sorted({float(v) for v in sel["lr"].dropna()}) if "lr" in sel else []
-    cmap = mpl.colormaps["viridis"]
-    several = sel["run"].nunique() > 1 if "run" in sel else False
-    for (_, lr), g in sel.groupby(["run", "lr"], sort=True):
-        c = cmap(lrs.index(float(lr)) / max(len(lrs) - 1, 1) * 0.9)
-        mean = g.groupby("step")["value"].mean()
-        label = f"lr={lr:g}" + (f" ({g['activation'].iat[0]})" if several else "")
-        ax.plot(mean.index, mean.values, color=c, lw=1.4, label=label)
-        ax.axhline(2.0 / float(lr), color=c, lw=1.0, ls="--")
-    ax.set(xlabel="step", ylabel="sharpness: top Hessian eigenvalue",
-           title="sharpness and 2/lr (dashed)")
-    if log:
-        ax.set_yscale("log")
-    if ax.lines:
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def load_density(run_dir) -> pd.DataFrame:
-    """The SLQ density records of a run directory (hessian_density.jsonl) as a frame.
-
-    One row per (step, member): step, seed, the member's vmapped values (columns such
-    as optimizer.lr), and `nodes`, `weights` as float arrays [samples, iters] (NaN
-    where the measurement was not finite). Where a resumed run measured a step twice,
-    the later line is kept. Empty without the file.
-    """
-    from pathlib import Path
-
-    from actlab.files import read_metrics
-    from actlab.summary import DENSITY_FILE
-
-    lines, _ = read_metrics(Path(run_dir) / DENSITY_FILE)
-    if not lines:
-        return pd.DataFrame(columns=["step", "seed", "nodes", "weights"])
-    df = pd.DataFrame.from_records(lines)
-    ids = [c for c in df.columns if c not in ("nodes", "weights")]
-    df = df.drop_duplicates(subset=ids, keep="last").reset_index(drop=True)
-    for c in ("nodes", "weights"):
-        df[c] = [np.asarray(v, dtype=np.float64) for v in df[c]]
-    return df
-
-
-@_styled
-def hessian_density(src, sigma: float | None = None, points: int = 400, log: bool = True,
-                    max_panels: int = 4) -> Figure:
-    """The Hessian's spectral density over training: one line per probe step, colour = step.
-
-    `src`: a run directory or a `load_density` frame. Each line is the Gaussian-smoothed
-    stochastic Lanczos quadrature (actlab.probes.density) of one probe step: an
-    eigenvalue density of the probe-batch loss Hessian that integrates to 1 (the
-    fraction of the n eigenvalues per unit eigenvalue). One panel per member (seed and
-    vmapped values), at most `max_panels`. sigma: the smoothing width (default 1% of
-    the range of the quadrature nodes); log: a logarithmic density axis, where the
-    outliers, each 1/n of the mass, show beside the bulk near zero.
-    """
-    from actlab.probes import density
-
-    df = src if isinstance(src, pd.DataFrame) else load_density(src)
-    ok = [bool(np.isfinite(n).all() and np.isfinite(w).all())
-          for n, w in zip(df["nodes"], df["weights"], strict=True)]
-    df = df[ok]
-    ids = [c for c in df.columns if c not in ("step", "nodes", "weights")]
-    groups = list(df.groupby(ids, sort=True)) if ids and len(df) else [((), df)]
-    groups = groups[:max_panels]
-    fig, axes = _subplots(1, len(groups), figsize=(4.2 * len(groups), 3.3), squeeze=False,
-                          sharey=True)
-    steps = df["step"].to_numpy() if len(df) else np.zeros(1)
-    norm = mpl.colors.Normalize(vmin=float(steps.min()), vmax=float(max(steps.max(), 1)))
-    cmap = mpl.colormaps["viridis"]
-    for ax, (key, g) in zip(axes[0], groups, strict=True):
-        if len(g):
-            used = [n[w > 0] for n, w in zip(g["nodes"], g["weights"], strict=True)]
-            lo = min(float(u.min()) for u in used if u.size)
-            hi = max(float(u.max()) for u in used if u.size)
-            width = sigma or max(0.01 * (hi - lo), 1e-6)
-            grid = np.linspace(lo - 4 * width, hi + 4 * width, points)
-            top = 0.0
-            for row in g.sort_values("step").itertuples():
-                rho = density(row.nodes, row.weights, grid, width)
-                top = max(top, float(rho.max()))
-                ax.plot(grid, rho, color=cmap(norm(row.step)), lw=1.0)
-            if log and top > 0:
-                ax.set_yscale("log")
-                ax.set_ylim(top * 1e-6, top * 2)
-        key = key if isinstance(key, tuple) else (key,)
-        ax.set(xlabel="Hessian eigenvalue",
-               title=", ".join(f"{c}={v}" for c, v in zip(ids, key, strict=False)))
-    axes[0][0].set_ylabel("spectral density")
-    fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes[0]), label="step")
     return fig

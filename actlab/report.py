@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from actlab import activations, analysis, plots
+from actlab import activations, analysis, plots, plots_probes
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;
@@ -289,7 +289,7 @@ def build(path: str | os.PathLike, replay: bool = True, max_replays: int = 6) ->
         add("Convergence speed", "convergence.png", plots.convergence(summ))
     if ((df["metric"] == "hessian/top_eig") & df["layer"].isna()).any():
         add("Sharpness (top Hessian eigenvalue) against the gradient-descent limit 2/lr "
-            "(dashed)", "sharpness.png", plots.sharpness(df))
+            "(dashed)", "sharpness.png", plots_probes.sharpness(df))
     rows, notes = signal_rows(df)
     if rows:
         signal_table(rows).to_csv(out / "signal_propagation.csv", index=False)

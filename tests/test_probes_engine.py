@@ -17,7 +17,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from threadpoolctl import threadpool_limits
 
-from actlab import analysis, heads, plots, replay, train
+from actlab import analysis, heads, plots_probes, replay, train
 from actlab.config import ProbesConfig
 from actlab.summary import DENSITY_FILE
 from conftest import make_config, read_records
@@ -144,7 +144,7 @@ def test_gsnr_and_weight_spectra_match_the_final_params(probed):
 
 def test_density_file_holds_one_quadrature_per_probe_step(probed):
     _, _, run_dir, records, _, _ = probed
-    df = plots.load_density(run_dir)
+    df = analysis.load_density(run_dir)
     assert (run_dir / DENSITY_FILE).is_file()
     assert sorted(df["step"]) == sorted(PROBE_STEPS) and set(df["seed"]) == {0}
     shape = (HESSIAN["samples"], HESSIAN["iters"])
@@ -158,7 +158,7 @@ def test_density_file_holds_one_quadrature_per_probe_step(probed):
     n_params = (64 + 1) * WIDTH + (WIDTH + 1) * WIDTH + (WIDTH + 1) * 10
     slq_trace = n_params * np.mean(np.sum(last.weights * last.nodes, 1))
     assert abs(slq_trace - n["hessian/trace"]) < 6 * n["hessian/trace_se"]
-    fig = plots.hessian_density(run_dir)
+    fig = plots_probes.hessian_density(run_dir)
     assert len(fig.axes[0].lines) == len(PROBE_STEPS)
 
 
@@ -224,7 +224,7 @@ def test_mse_loss_is_half_the_squared_error_summed_over_classes(eos):
 
 def test_sharpness_plot_draws_each_rate_and_its_limit(eos):
     _, run_dir, _, _ = eos
-    fig = plots.sharpness(analysis.load_run(run_dir, cache=False))
+    fig = plots_probes.sharpness(analysis.load_run(run_dir, cache=False))
     ax = fig.axes[0]
     limits = sorted(line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == "--")
     assert limits == pytest.approx(sorted(2 / lr for lr in LRS))
@@ -239,6 +239,6 @@ def test_density_file_keeps_the_lines_before_a_resumed_step(tmp_path):
              for s in (0, 5, 10, 15)]
     DensityFile(path).write(lines)
     DensityFile(path, start=10)  # a resume from the checkpoint of step 10
-    assert list(plots.load_density(tmp_path)["step"]) == [0, 5]
+    assert list(analysis.load_density(tmp_path)["step"]) == [0, 5]
     DensityFile(path)  # a fresh start
-    assert not path.exists() and plots.load_density(tmp_path).empty
+    assert not path.exists() and analysis.load_density(tmp_path).empty

@@ -7,9 +7,9 @@ Writes results.md (per activation and learning rate: the sharpness at initialisa
 its low point, the engine's eos_step, the first step at which the sharpness reaches 2/lr
 from below, the sharpening rate before it, the sharpness relative to 2/lr afterwards, how
 often the training loss goes up before and after, final losses and test accuracy),
-sharpness.png (actlab.plots.sharpness for tanh), sharpness_loss.png (sharpness and
+sharpness.png (actlab.plots_probes.sharpness for tanh), sharpness_loss.png (sharpness and
 training loss of every activation, a column each) and hessian_density.png
-(actlab.plots.hessian_density for tanh at a few steps, two learning rates).
+(actlab.plots_probes.hessian_density for tanh at a few steps, two learning rates).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 
-from actlab import analysis, plots
+from actlab import analysis, plots, plots_probes
 from actlab.plotstyle import _subplots, style
 
 HERE = Path(__file__).resolve().parent
@@ -156,10 +156,10 @@ def main() -> None:
     grid(df, HERE / "sharpness_loss.png")
     run = summ[summ["activation"] == DENSITY_OF]["run"].iloc[0]
     with plots.offscreen():
-        plots.savefig(plots.sharpness(df[df["run"] == run]), HERE / "sharpness.png")
-        dens = plots.load_density(run)
+        plots.savefig(plots_probes.sharpness(df[df["run"] == run]), HERE / "sharpness.png")
+        dens = analysis.load_density(run)
         dens = dens[dens["step"].isin(DENSITY_STEPS) & dens["optimizer.lr"].isin(DENSITY_LRS)]
-        plots.savefig(plots.hessian_density(dens, sigma=0.3), HERE / "hessian_density.png")
+        plots.savefig(plots_probes.hessian_density(dens, sigma=0.3), HERE / "hessian_density.png")
     print(f"wrote {HERE / 'results.md'}")
 
 
