@@ -6,6 +6,12 @@ complete checkpoints or the new one, never a half-written one that restores
 wrong; leftovers of interrupted saves are removed when the manager opens.
 The state is copied to host memory before the (asynchronous) write, so the
 training loop may donate its device buffers right after `save` returns.
+
+In a run of several processes (actlab.devices) every process takes part in each save and
+restore (orbax synchronises them through JAX's distributed client): arrays split over the
+processes (e.g. the members under train.shard=batch) are first gathered whole onto every
+process, then process 0 alone writes the host copy, so a checkpoint is the same whatever
+the number of processes, and each process restores the whole state from it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -48,8 +55,9 @@ class Checkpoints:
         return self._mngr.latest_step()
 
     def save(self, step: int, state: Any) -> None:
-        """Start saving `state` (copied to host now, written in the background)."""
-        host = jax.tree.map(np.asarray, jax.device_get(state))
+        """Start saving `state` (copied to host now, written in the background). With
+        several processes, every process calls it at the same step."""
+        host = jax.tree.map(np.asarray, jax.device_get(_whole(state)))
         self._mngr.save(step, args=self._ocp.args.StandardSave(host), force=True)
 
     def restore(self, step: int, like: Any) -> Any:
@@ -70,6 +78,33 @@ class Checkpoints:
 
     def close(self) -> None:
         self._mngr.close()
+
+
+def _identity(tree: Any) -> Any:
+    return tree
+
+
+def _whole(tree: Any) -> Any:
+    """`tree` with each array that is split over processes (no process holds all of it)
+    gathered whole onto every process; a collective when there is one: every process must
+    call it with a like tree. Other leaves are returned as they are."""
+    leaves, treedef = jax.tree.flatten(tree)
+    split = [i for i, a in enumerate(leaves) if isinstance(a, jax.Array)
+             and not a.is_fully_addressable and not a.is_fully_replicated]
+    if not split:
+        return tree
+    if all(isinstance(leaves[i].sharding, NamedSharding) for i in split):
+        # one program for all of them (XLA's all-gathers), compiled once per run
+        whole = jax.jit(_identity, out_shardings=[
+            NamedSharding(leaves[i].sharding.mesh, PartitionSpec()) for i in split])(
+            [leaves[i] for i in split])
+    else:
+        from jax.experimental import multihost_utils
+
+        whole = [multihost_utils.process_allgather(leaves[i], tiled=True) for i in split]
+    for i, a in zip(split, whole, strict=True):
+        leaves[i] = a
+    return treedef.unflatten(leaves)
 
 
 def latest_step(run_dir: str | os.PathLike) -> int | None:

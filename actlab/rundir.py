@@ -89,8 +89,9 @@ def prepare(config: Config, run_dir: Path) -> tuple[str, int | None]:
 
 
 def replay_records(run_dir: Path, start: int, members: list[dict[str, Any]],
-                   trackers: list[Tracker]) -> list[dict[str, Any]]:
-    """Keep the records before `start`, feed them to the trackers, rewrite metrics.jsonl."""
+                   trackers: list[Tracker], rewrite: bool = True) -> list[dict[str, Any]]:
+    """Keep the records before `start`, feed them to the trackers, and (`rewrite`: the
+    process that writes the run directory) rewrite metrics.jsonl with them."""
     path = run_dir / files.METRICS_FILE
     records, _ = files.read_metrics(path)
     kept = [r for r in records if r["step"] < start]
@@ -99,5 +100,6 @@ def replay_records(run_dir: Path, start: int, members: list[dict[str, Any]],
         i = index.get(tuple((k, r.get(k)) for k in members[0]))
         if i is not None:
             trackers[i].update(dict(r))
-    files.rewrite_metrics(path, kept)
+    if rewrite:
+        files.rewrite_metrics(path, kept)
     return kept

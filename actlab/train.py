@@ -178,7 +178,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         tc.checkpoint_every > 0 or mode == "resume") else None
     if mode == "resume":
         state = ckpt.restore(start, state)
-        kept = rundir.replay_records(run_dir, start, members, trackers)
+        kept = rundir.replay_records(run_dir, start, members, trackers, rewrite=primary)
         t0 -= max((r["wall_time"] for r in kept), default=0.0)
         summary["resumed_from"] = start
         print(f"resuming {run_dir} from step {start}", flush=True)
