@@ -208,6 +208,10 @@ class TrainConfig:
     # compute dtype of activations and matmuls; parameters, optimizer state and metric
     # reductions stay float32
     dtype: str = field("float32", choices=("float32", "bfloat16", "float16"))
+    # precision of float32 matmuls and convolutions: highest (true float32, as the metrics'
+    # float64 checks assume), high, or default (the backend's fastest: TF32 on NVIDIA GPUs
+    # since Ampere, one bfloat16 pass on TPUs); CPUs compute float32 at every setting
+    matmul_precision: str = field("highest", choices=("highest", "high", "default"))
     # how the program spreads over devices: auto (members, when their count divides the
     # devices), members, batch (each batch split over a members x data mesh), none
     shard: str = field("auto", choices=("auto", "members", "batch", "none"))

@@ -140,6 +140,7 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
     model = models.build(config.model.name, specs=model_specs, num_classes=ds.num_classes,
                          input_shape=ds.input_shape, init=resolved_init(config, specs),
                          **config.model.params, **extra)
+    model = dataclasses.replace(model, precision=config.train.matmul_precision)
     if config.train.dtype != "float32":
         model = dataclasses.replace(model, dtype=jnp.dtype(config.train.dtype))
 

@@ -178,7 +178,8 @@ def make_program(exp: Experiment, per_call: int = 1, lay: Layout | None = None) 
 
     def program(state, d, plan):
         split = {k: lay.constrain_batch(v) for k, v in d.items() if k not in TRAIN_SPLIT}
-        return members(state, {**d, **split}, plan)
+        with jax.default_matmul_precision(cfg.train.matmul_precision):  # read when traced
+            return members(state, {**d, **split}, plan)
 
     out = devices.replicated(lay)
     if out is None:

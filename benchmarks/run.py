@@ -175,12 +175,18 @@ def torch_steps_per_s(depth: int, width: int, batch: int, steps: int, log_every:
     return steps / (time.perf_counter() - t)
 
 
-def peak_matmul_flops(n: int, dtype=jnp.float32, repeats: int = 20) -> float:
-    """Best FLOP/s of an n x n x n product of random `dtype` matrices (JAX's default
-    precision)."""
+def peak_matmul_flops(n: int, dtype=jnp.float32, repeats: int = 20,
+                      precision: str = "highest") -> float:
+    """Best FLOP/s of an n x n x n product of random `dtype` matrices at `precision`
+    (train.matmul_precision's meaning)."""
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
     a, b = jax.random.normal(k1, (n, n), dtype), jax.random.normal(k2, (n, n), dtype)
-    f = jax.jit(lambda a, b: a @ b)
+
+    def product(a, b):
+        with jax.default_matmul_precision(precision):
+            return a @ b
+
+    f = jax.jit(product)
     jax.block_until_ready(f(a, b))
     best = 0.0
     for _ in range(repeats):

@@ -12,6 +12,9 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", os.environ.get(
     "ACTLAB_TEST_JAX_CACHE", os.path.expanduser("~/.cache/actlab/jax-tests")))
+# the references are float64; the tests' own float32 products (outside actlab's models and
+# program, which follow train.matmul_precision) must not use TF32 on a GPU either
+jax.config.update("jax_default_matmul_precision", "highest")
 
 from actlab.config import Config  # noqa: E402
 from actlab.files import METRICS_FILE, read_metrics  # noqa: E402

@@ -112,3 +112,33 @@ def test_bfloat16_forward_runs_in_bfloat16(runs):
     loss = step.loss_fn(exp.model, exp.head)(params, None, {}, x, jnp.asarray(
         exp.dataset.y_train[:8]), None)[0]
     assert loss.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("model", [{"name": "mlp", "depth": 2, "width": 8},
+                                   {"name": "cnn", "depth": 1, "channels": 4}])
+def test_matmul_precision_reaches_every_product_of_the_program(model):
+    """train.matmul_precision sets the precision of every float32 dot and convolution the
+    compiled program holds (forward, backward, metrics, evaluation): highest by default,
+    so GPUs compute true float32 rather than TF32 unless asked to."""
+    from actlab import program, schedule
+
+    def products(precision):
+        cfg = make_config(model=model, dataset={"name": "digits"},
+                          train={"matmul_precision": precision})
+        exp = experiment.build(cfg)
+        names = program.measurement_names(exp)
+        plan = program.plan_arrays(schedule.Call((schedule.Slot(
+            0, 2, True, dict.fromkeys(names, True)),)), 1, names)
+        text = program.make_program(exp, 1).lower(
+            experiment.initial_state(exp), experiment.device_data(exp), plan).as_text()
+        return [line for line in text.splitlines()
+                if "stablehlo.dot_general" in line or "stablehlo.convolution" in line]
+
+    with jax.default_matmul_precision("default"):  # not the conftest's global setting
+        for precision, marker, other in (("highest", "HIGHEST", "DEFAULT"),
+                                         ("default", "DEFAULT", "HIGHEST")):
+            ops = products(precision)
+            assert len(ops) > 10
+            wrong = [op for op in ops if marker not in op or other in op]
+            assert not wrong, (precision, wrong[:2])
+    assert make_config().train.matmul_precision == "highest"

@@ -68,6 +68,8 @@ class Model:
     # compute dtype (train.dtype): parameters, inputs and state are cast to it for the
     # forward pass, which returns float32 logits and captures; None: as stored (float32)
     dtype: Any = None
+    # precision of its float32 matmuls and convolutions (train.matmul_precision); None: JAX's
+    precision: str | None = None
 
     @property
     def num_layers(self) -> int:
@@ -84,6 +86,12 @@ class Model:
 
     def apply(self, params, state, x, eps=None, capture: bool = False, train: bool = False,
               rng=None):
+        if self.precision is None:
+            return self._apply(params, state, x, eps, capture, train, rng)
+        with jax.default_matmul_precision(self.precision):  # read when traced
+            return self._apply(params, state, x, eps, capture, train, rng)
+
+    def _apply(self, params, state, x, eps, capture, train, rng):
         stored = state
         if self.dtype is not None:  # mixed precision: float32 masters, low-precision compute
             params, state, x, eps = self._cast((params, state, x, eps), self.dtype)
