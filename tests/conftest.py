@@ -6,13 +6,6 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-# The suite compiles hundreds of tiny programs, in this process and in the CLI subprocesses
-# that inherit this environment: LLVM's optimisation of CPU code costs more than it saves
-# there (about half the suite's time). Numbers stay float32-exact; runs are compared with
-# runs compiled the same way.
-FAST_COMPILE = "--xla_backend_optimization_level=0"
-if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -50,8 +50,7 @@ print("RESULT" + json.dumps(out))
 
 @pytest.fixture(scope="module")
 def four_devices():
-    env = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"]
-                          + " --xla_force_host_platform_device_count=4"}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     p = subprocess.run([sys.executable, "-c", SCRIPT, str(Path(__file__).parent)], env=env,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
