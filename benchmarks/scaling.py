@@ -17,7 +17,14 @@ import time
 import jax
 import jax.numpy as jnp
 
-from benchmarks.run import Row, config, peak_matmul_flops, steps_per_s, timed_run
+from benchmarks.run import (
+    Row,
+    config,
+    mnist1d_mlp_step_flops,
+    peak_matmul_flops,
+    steps_per_s,
+    timed_run,
+)
 
 ACCELERATOR = jax.default_backend() != "cpu"
 
@@ -72,9 +79,7 @@ def fig11(q: bool) -> list[Row]:
                             "eval_every": 0, "metrics": "none", "probe_size": 64,
                             "dtype": dtype, "matmul_precision": prec})
         sps = steps_per_s(cfg)
-        d_in, c = 40, 10
-        macs = d_in * width + (depth - 1) * width * width + width * c
-        flops = 6 * batch * macs * sps  # forward 2, backward 4 per multiply-add
+        flops = mnist1d_mlp_step_flops(width, depth, batch) * sps
         r = flops / peak
         label = dtype if dtype != "float32" else f"float32 ({prec} precision)"
         rows.append(Row(
