@@ -69,6 +69,7 @@ class Model:
     # forward pass, which returns float32 logits and captures; None: as stored (float32)
     dtype: Any = None
     # precision of its float32 matmuls and convolutions (train.matmul_precision); None: JAX's
+    # default
     precision: str | None = None
 
     @property
