@@ -34,8 +34,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
-from actlab import data, experiment, program, schedule, train, writers  # noqa: E402
+from actlab import data
 from actlab.config import Config  # noqa: E402
+from actlab.engine import cadence as schedule
+from actlab.engine import experiment
+from actlab.engine import loop as program
+from actlab.runs import driver as train
+from actlab.sinks import base as writers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 NOTES = "<!-- analysis: kept when the table is regenerated -->"

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from actlab import analysis, report
-from actlab.summary import bootstrap_ci
+from actlab import analysis
+from actlab.analysis import report
+from actlab.runs.records import bootstrap_ci
 
 HERE = Path(__file__).resolve().parent
 
@@ -289,8 +290,8 @@ def heads_table(sweep: Path) -> str:
     """Accuracy, ECE and the spread of summed class probabilities, from replayed final models."""
     import json
 
-    from actlab import replay
     from actlab.config import Config
+    from actlab.runs import retrain as replay
 
     rows = []
     for run in analysis.run_dirs(sweep):

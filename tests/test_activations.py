@@ -253,7 +253,7 @@ def test_activation_by_import_path(scratch_registry):
 
 
 def test_activations_command_prints_table_and_plots(tmp_path, capsys):
-    from actlab import plots
+    from actlab.analysis import plots
     from actlab.cli import activations_main
 
     activations_main([])

@@ -328,7 +328,7 @@ def test_glu_with_a_learnable_gate():
 def test_plots_draw_every_registered_name():
     import matplotlib.pyplot as plt
 
-    from actlab import plots
+    from actlab.analysis import plots
 
     hidden = A.names(include_output=False)
     fig = plots.activation_grid(hidden)

@@ -14,8 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actlab import analysis, data, plots, replay, report, summary, train
+from actlab import analysis, data
+from actlab.analysis import plots, report
 from actlab.config import Config
+from actlab.runs import driver as train
+from actlab.runs import records as summary
+from actlab.runs import retrain as replay
 
 ROOT = Path(__file__).resolve().parent.parent
 EXE = str(Path(sys.executable).parent / "actlab-train")

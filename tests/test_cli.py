@@ -14,9 +14,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from actlab import activations, train
+from actlab import activations
 from actlab.cli import activations_main, check_keys, config_dir, readme, report_main, unknown_key
 from actlab.config import Config, ConfigError
+from actlab.runs import driver as train
 from conftest import read_records
 
 EXE = str(Path(sys.executable).parent / "actlab-train")

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from actlab import data, experiment, models, theory
+from actlab import data, models, theory
 from actlab.config import ConfigError
+from actlab.engine import experiment
 from conftest import make_config
 
 

@@ -10,9 +10,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from actlab import activations, data, plots_theory, report, theory, train
+from actlab import activations, data, theory
+from actlab.analysis import report
+from actlab.analysis.plots import theory as plots_theory
 from actlab.cli import config_dir
 from actlab.config import Config
+from actlab.runs import driver as train
 from conftest import make_config, read_records
 
 ROOT = Path(__file__).resolve().parent.parent

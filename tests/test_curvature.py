@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from actlab import probes, spectra
+from actlab.measure.probes import estimators as probes
+from actlab.measure.probes import spectra
 
 SIZES = [(4, 8), (8, 6), (6, 3)]  # layer 0, layer 1, output
 LAYERS = [("w0", "b0"), ("w1", "b1")]

@@ -16,9 +16,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from actlab import train
 from actlab.cli import config_dir
 from actlab.config import Config
+from actlab.runs import driver as train
 from conftest import read_records
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from actlab import activations, experiment, models, program, replay, train
+from actlab import activations, models
+from actlab.engine import experiment
+from actlab.engine import loop as program
+from actlab.runs import driver as train
+from actlab.runs import retrain as replay
 from conftest import make_config
 
 

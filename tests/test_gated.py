@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from jax.scipy.special import erf
 
-from actlab import experiment, step, train
+from actlab.engine import experiment, step
 from actlab.models import ModelError
+from actlab.runs import driver as train
 from conftest import make_config, read_records
 
 BATCH, PROBE, LR = 6, 8, 0.1

@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from actlab import data, experiment, step, summary
+from actlab import data
+from actlab.engine import experiment, step
+from actlab.runs import records as summary
 from conftest import make_config
 
 X = np.array([[0.5, 1.0], [1.5, 0.5], [2.0, 2.0], [1.0, 1.5]], np.float32)

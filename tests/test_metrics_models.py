@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from actlab import activations, data, experiment, step
+from actlab import activations, data
+from actlab.engine import experiment, step
 from conftest import make_config
 
 LR = 0.05

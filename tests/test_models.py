@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from actlab import activations, data, experiment, init, metrics, models, replay, train
+from actlab import activations, data, models
 from actlab.config import ConfigError
+from actlab.engine import experiment
+from actlab.measure import metrics
+from actlab.models import initializers as init
+from actlab.runs import driver as train
+from actlab.runs import retrain as replay
 from conftest import make_config
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actlab import plots
+from actlab.analysis import plots
 
 ROOT = Path(__file__).resolve().parent.parent
 INLINE = "module://matplotlib_inline.backend_inline"
@@ -69,8 +69,8 @@ def unchanged(when):
     assert not changed, (when, changed)
 
 import actlab.analysis
-import actlab.plots
-import actlab.report
+import actlab.analysis.plots
+import actlab.analysis.report
 from actlab import plots
 
 unchanged("after import")

@@ -8,7 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from actlab import activations, data, experiment, step, train
+from actlab import activations, data
+from actlab.engine import experiment, step
+from actlab.runs import driver as train
 from conftest import make_config, read_records
 
 STEPS, WIDTH = 200, 16
@@ -120,7 +122,8 @@ def test_matmul_precision_reaches_every_product_of_the_program(model):
     """train.matmul_precision sets the precision of every float32 dot and convolution the
     compiled program holds (forward, backward, metrics, evaluation): highest by default,
     so GPUs compute true float32 rather than TF32 unless asked to."""
-    from actlab import program, schedule
+    from actlab.engine import cadence as schedule
+    from actlab.engine import loop as program
 
     def products(precision):
         cfg = make_config(model=model, dataset={"name": "digits"},

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from actlab import experiment, heads, probes, spectra
+from actlab.engine import experiment
+from actlab.measure import heads
+from actlab.measure.probes import estimators as probes
+from actlab.measure.probes import spectra
 from conftest import make_config
 
 

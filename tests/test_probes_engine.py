@@ -17,9 +17,13 @@ import pytest
 from jax.flatten_util import ravel_pytree
 from threadpoolctl import threadpool_limits
 
-from actlab import analysis, heads, plots_probes, replay, train
+from actlab import analysis
+from actlab.analysis.plots import probes as plots_probes
 from actlab.config import ProbesConfig
-from actlab.summary import DENSITY_FILE
+from actlab.measure import heads
+from actlab.runs import driver as train
+from actlab.runs import retrain as replay
+from actlab.runs.records import DENSITY_FILE
 from conftest import make_config, read_records
 
 STEPS, PROBE_EVERY, LOG_EVERY = 20, 10, 5
@@ -232,7 +236,7 @@ def test_sharpness_plot_draws_each_rate_and_its_limit(eos):
 
 
 def test_density_file_keeps_the_lines_before_a_resumed_step(tmp_path):
-    from actlab.summary import DensityFile
+    from actlab.runs.records import DensityFile
 
     path = tmp_path / DENSITY_FILE
     lines = [{"step": s, "seed": 0, "nodes": [[float(s)]], "weights": [[1.0]]}

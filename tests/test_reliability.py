@@ -15,9 +15,10 @@ import hypothesis.strategies as st
 import pytest
 import yaml
 
-from actlab import checkpoint, train
 from actlab.config import Config
 from actlab.files import read_metrics
+from actlab.runs import checkpoint
+from actlab.runs import driver as train
 from conftest import make_config
 from test_cli import EXE, cli
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from actlab import train
-from actlab.rundir import RunDirError
+from actlab.runs import driver as train
+from actlab.runs.rundir import RunDirError
 from conftest import make_config
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actlab import schedule
+from actlab.engine import cadence as schedule
 
 
 def measured(calls):

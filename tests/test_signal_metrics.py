@@ -7,7 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from actlab import data, experiment, metrics, step, theory, train
+from actlab import data, theory
+from actlab.engine import experiment, step
+from actlab.measure import metrics
+from actlab.runs import driver as train
 from conftest import make_config, read_records
 
 

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from actlab import data, experiment, step
+from actlab import data
+from actlab.engine import experiment, step
 from conftest import make_config
 
 X = np.array([[1.0, -1.0], [0.5, 2.0], [-1.5, 0.5], [2.0, 1.0]], np.float32)

@@ -11,9 +11,10 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from actlab import replay, train
 from actlab.cli import check_keys, config_dir
 from actlab.config import Config, parse_target
+from actlab.runs import driver as train
+from actlab.runs import retrain as replay
 from conftest import read_records
 
 STUDIES = Path(__file__).resolve().parent.parent / "experiments"

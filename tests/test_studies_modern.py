@@ -10,9 +10,10 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from actlab import experiment, train
 from actlab.cli import config_dir
 from actlab.config import Config
+from actlab.engine import experiment
+from actlab.runs import driver as train
 from conftest import read_records
 
 STUDIES = Path(__file__).resolve().parent.parent / "experiments"

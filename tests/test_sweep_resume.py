@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from actlab.analysis import write_sweep_summary
-from actlab.sweeps import SWEEP_FILE, write_definition
+from actlab.runs.sweeps import SWEEP_FILE, write_definition
 from test_cli import EXE, cli
 
 TINY = ["train.steps=10", "train.log_every=5", "train.eval_every=10", "train.probe_size=64",

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actlab import train
 from actlab.cli import config_dir, quote_targets
+from actlab.runs import driver as train
 from conftest import make_config, read_records
 from test_cli import EXE, cli, composed
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from actlab import metrics
-from actlab.tensorboard_sink import TensorBoardWriter, tensorboard_tag
+from actlab.measure import metrics
+from actlab.sinks.tensorboard import TensorBoardWriter, tensorboard_tag
 from conftest import read_records
 from test_cli import cli
 

@@ -1,4 +1,4 @@
-"""actlab-theory and actlab.plots_theory against closed forms and independent numpy integrals."""
+"""actlab-theory and the theory figures against closed forms and independent numpy integrals."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actlab import plots_theory, theory
+from actlab import theory
+from actlab.analysis.plots import theory as plots_theory
+from actlab.analysis.plots.style import color_for, offscreen
 from actlab.cli.theory import theory_main
-from actlab.plotstyle import color_for, offscreen
 
 ROOT = Path(__file__).resolve().parent.parent
 Z, WZ = np.polynomial.hermite_e.hermegauss(201)
@@ -253,7 +254,7 @@ def test_import_and_figures_leave_matplotlib_alone():
     code = (
         "import io, sys, matplotlib\n"
         "before = dict(matplotlib.rcParams.copy())\n"
-        "import actlab.cli.theory, actlab.plots_theory as pt\n"
+        "import actlab.cli.theory, actlab.analysis.plots.theory as pt\n"
         "fig = pt.signal_propagation({'q': [1.0, 0.8], 'grad_ratio': [2.0, 1.0]},\n"
         "                            {'q/0': 1.1, 'q/1': 0.7})\n"
         "fig.savefig(io.BytesIO(), format='png')\n"

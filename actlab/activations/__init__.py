@@ -24,7 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from actlab.signatures import reject_unknown
+from actlab.config.validate import reject_unknown
+from actlab.errors import UserError
 
 INF = math.inf
 SELU_LAMBDA = 1.0507009873554804934193349852946
@@ -36,7 +37,7 @@ SWISH_ARGMIN = -1.2784645428  # for beta = 1; scales as 1/beta
 MISH_ARGMIN = -1.1923840995
 
 
-class ActivationError(ValueError):
+class ActivationError(UserError):
     """A bad activation name or parameter (one-line message)."""
 
 

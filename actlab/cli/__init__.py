@@ -38,12 +38,12 @@ def run_job(cfg: dict, run_dir: Path, label: str = "", multirun: bool = False) -
     it marks this job failed (summary.json status "failed" with the message) and
     raises JobFailed, which Hydra records while it goes on with the other jobs.
     """
-    from actlab import train
-    from actlab.checkpoint import CheckpointError
     from actlab.config import Config, ConfigError
     from actlab.data import DataError
-    from actlab.devices import ShardError
+    from actlab.engine.devices import ShardError
     from actlab.models import ModelError
+    from actlab.runs import driver as train
+    from actlab.runs.checkpoint import CheckpointError
 
     def fail(msg: str):
         if not multirun:
@@ -178,7 +178,7 @@ def activations_main(argv: list[str] | None = None) -> None:
                       for k, v in i.params.items()) + (" [output only]" if i.output_only else ""))
     Console(width=200).print(table)
     if args.plot:
-        from actlab import plots
+        from actlab.analysis import plots
 
         plots.activation_grid(activations.names(include_output=False)).savefig(
             args.plot, dpi=120, bbox_inches="tight")
@@ -211,7 +211,7 @@ def report_main(argv: list[str] | None = None) -> None:
                    help="skip figures that retrain runs (distributions, decision boundaries)")
     p.add_argument("--max-replays", type=int, default=6, help="runs to replay at most")
     args = p.parse_args(argv)
-    from actlab import report
+    from actlab.analysis import report
 
     try:
         page = report.build(args.dir, replay=not args.no_replay, max_replays=args.max_replays)

@@ -185,7 +185,7 @@ def _scheme_sigma_w2(scheme: str, activation: str) -> tuple[float, str]:
             else "he"
         w, note = _scheme_sigma_w2(base, activation)
         return w, f"init=auto ({note.removeprefix('init=')})"
-    from actlab import init
+    from actlab.models import initializers as init
 
     note = {"glorot": ", equal fan-in and fan-out", "orthogonal": ", square layers"}
     return init.square_sigma_w2(scheme), f"init={scheme}{note.get(scheme, '')}"
@@ -290,8 +290,8 @@ def theory_main(argv: list[str] | None = None) -> None:
     else:
         _print_table(res)
     if args.plot:
-        from actlab import plots_theory
-        from actlab.plotstyle import offscreen, savefig
+        from actlab.analysis.plots import theory as plots_theory
+        from actlab.analysis.plots.style import offscreen, savefig
 
         try:
             with offscreen():

@@ -28,10 +28,11 @@ import jax
 import jax.numpy as jnp
 
 from actlab.activations import Spec
-from actlab.signatures import reject_unknown
+from actlab.config.validate import reject_unknown
+from actlab.errors import UserError
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """A bad model name, parameter or model/dataset combination (one line)."""
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from actlab import init as init_lib
 from actlab.activations import Spec
 from actlab.models import (
     Model,
@@ -21,6 +20,7 @@ from actlab.models import (
     prefix_labels,
     require_sequence_or_image,
 )
+from actlab.models import initializers as init_lib
 
 
 class CNN(nn.Module):

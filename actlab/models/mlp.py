@@ -24,8 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from actlab import init as init_lib
 from actlab.activations import Spec
+from actlab.models import initializers as init_lib
 from actlab.models import is_gated, matched_units, paired, unit
 
 if TYPE_CHECKING:

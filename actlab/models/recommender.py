@@ -9,7 +9,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from actlab import init as init_lib
 from actlab.activations import Spec
 from actlab.models import (
     Model,
@@ -20,6 +19,7 @@ from actlab.models import (
     positive_int,
     prefix_labels,
 )
+from actlab.models import initializers as init_lib
 
 
 class Recommender(nn.Module):

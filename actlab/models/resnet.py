@@ -13,7 +13,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from actlab import init as init_lib
 from actlab.models import (
     Model,
     ModelError,
@@ -23,6 +22,7 @@ from actlab.models import (
     prefix_labels,
     require_sequence_or_image,
 )
+from actlab.models import initializers as init_lib
 
 STAGES = 3
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from actlab import init as init_lib
 from actlab.activations import Spec
 from actlab.models import (
     GLU_WIDTHS,
@@ -30,6 +29,7 @@ from actlab.models import (
     prefix_labels,
     require_sequence_or_image,
 )
+from actlab.models import initializers as init_lib
 
 NORMS = ("layer", "dyt", "none")
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from actlab import analysis, plots, report, theory
-from actlab.plotstyle import _subplots, style
+from actlab import analysis, theory
+from actlab.analysis import plots, report
+from actlab.analysis.plots.style import _subplots, style
 
 HERE = Path(__file__).resolve().parent
 TRAINED = 0.5  # test accuracy that counts as trained (chance: 0.1, shallow nets: ~0.95)

@@ -21,9 +21,10 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 
-from actlab import analysis, plots
-from actlab.plotstyle import _subplots, style
-from actlab.summary import bootstrap_ci
+from actlab import analysis
+from actlab.analysis import plots
+from actlab.analysis.plots.style import _subplots, style
+from actlab.runs.records import bootstrap_ci
 
 HERE = Path(__file__).resolve().parent
 NORMS = ("layer", "dyt", "none")
@@ -140,9 +141,9 @@ def dyt_inputs(run: str) -> pd.DataFrame:
     import flax.linen as nn
     import jax
 
-    from actlab import replay
     from actlab.config import Config
     from actlab.models import DyT
+    from actlab.runs import retrain as replay
 
     cfg = json.loads((Path(run) / "summary.json").read_text())["config"]
     cfg = {k: cfg[k] for k in ("activation", "model", "dataset", "optimizer", "init", "train")}

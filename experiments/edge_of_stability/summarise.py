@@ -7,9 +7,9 @@ Writes results.md (per activation and learning rate: the sharpness at initialisa
 its low point, the engine's eos_step, the first step at which the sharpness reaches 2/lr
 from below, the sharpening rate before it, the sharpness relative to 2/lr afterwards, how
 often the training loss goes up before and after, final losses and test accuracy),
-sharpness.png (actlab.plots_probes.sharpness for tanh), sharpness_loss.png (sharpness and
+sharpness.png (actlab.analysis.plots.probes.sharpness for tanh), sharpness_loss.png (sharpness and
 training loss of every activation, a column each) and hessian_density.png
-(actlab.plots_probes.hessian_density for tanh at a few steps, two learning rates).
+(actlab.analysis.plots.probes.hessian_density for tanh at a few steps, two learning rates).
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 
-from actlab import analysis, plots, plots_probes
-from actlab.plotstyle import _subplots, style
+from actlab import analysis
+from actlab.analysis import plots
+from actlab.analysis.plots import probes as plots_probes
+from actlab.analysis.plots.style import _subplots, style
 
 HERE = Path(__file__).resolve().parent
 ORDER = ("tanh", "relu", "elu", "softplus", "gelu")

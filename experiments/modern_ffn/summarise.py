@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from actlab import analysis, plots
-from actlab.plotstyle import _subplots, color_for, style
-from actlab.summary import bootstrap_ci
+from actlab import analysis
+from actlab.analysis import plots
+from actlab.analysis.plots.style import _subplots, color_for, style
+from actlab.runs.records import bootstrap_ci
 
 HERE = Path(__file__).resolve().parent
 ORDER = ("gelu", "relu", "relu2", "swiglu", "geglu", "reglu")  # elementwise, then gated

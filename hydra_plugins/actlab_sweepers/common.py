@@ -13,8 +13,8 @@ def value_text(override: Any) -> str:
 
 
 def check_definition(sweep_dir: Path, definition: dict[str, Any]) -> dict[str, Any]:
-    """actlab.sweeps.check_definition; a mismatch ends the command in one line, exit code 2."""
-    from actlab.sweeps import SweepMismatch, check_definition
+    """actlab.runs.sweeps.check_definition; a mismatch ends the command in one line, exit code 2."""
+    from actlab.runs.sweeps import SweepMismatch, check_definition
 
     try:
         return check_definition(sweep_dir, definition)

@@ -10,11 +10,13 @@ key, the bad value and what is accepted.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from actlab.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A user error in the configuration (one line, no traceback needed)."""
 
 
@@ -109,3 +111,13 @@ def section(cls, name: str, given: Mapping[str, Any], **resolved: Any):
     return cls(**values, **resolved)
 
 
+
+
+def reject_unknown(kind: str, name: str, given: Iterable[str], accepted: Iterable[str],
+                   error: type[Exception]) -> None:
+    """Raise `error` (one line) naming the parameters in `given` that `kind` `name` lacks."""
+    accepted = sorted(accepted)
+    extra = sorted(set(given) - set(accepted))
+    if extra:
+        raise error(f"{kind} '{name}' has no parameter {', '.join(extra)}; "
+                    f"accepted: {', '.join(accepted) or 'none'}")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from actlab.files import clean
-from actlab.writers import Histograms, NullWriter, Record
+from actlab.sinks.base import Histograms, NullWriter, Record
 
 _LAYER = re.compile(r"^(.+)/(\d+)$")
 

@@ -14,16 +14,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from actlab import checkpoint, files
+from actlab import files
 from actlab.config import PROBE_SECTIONS, Config
-from actlab.summary import Tracker
+from actlab.errors import UserError
+from actlab.runs import checkpoint
+from actlab.runs.records import Tracker
 
 # keys that may change between a run and its resumption
 RESUMABLE_KEYS = {"train": ("resume", "checkpoint_every", "checkpoint_keep", "log_steps_per_call"),
                   "logger": None}
 
 
-class RunDirError(RuntimeError):
+class RunDirError(UserError):
     """The run directory cannot be used (one line, with what to do)."""
 
 

@@ -16,7 +16,7 @@ norm of the backward signal changes per layer (Schoenholz et al. 2017; Penningto
 q* is the stable fixed point that q = 1 flows to (1 by convention where every q is fixed, as
 for relu at sigma_w2 = 2, sigma_b2 = 0); where q grows without bound there is none. Fixed
 points and the edge of chaos are found by scanning and bracketed root finding. Expectations
-are composite Gauss-Legendre sums split at the kinks of phi (actlab.quadrature), so kinked
+are composite Gauss-Legendre sums split at the kinks of phi (actlab.theory.quadrature), so kinked
 functions (relu, selu, hard_tanh) are integrated as accurately as smooth ones. phi and phi'
 come in float64 from the registry's Spec, or from a plain callable and jax.jvp.
 """
@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from actlab import activations
-from actlab.quadrature import _kernel2, _moments, _Phi
+from actlab.errors import UserError
+from actlab.theory.quadrature import _kernel2, _moments, _Phi
 
 Act = str | activations.Spec | Callable[..., Any]
 
@@ -38,7 +39,7 @@ _Q_GRID = 4.0 ** np.arange(-19, 28)  # where the length map is scanned, 4e-12 ..
 _W_GRID = np.geomspace(1e-3, 1e5, 65)  # where chi1 = 1 is scanned for
 
 
-class TheoryError(ValueError):
+class TheoryError(UserError):
     """A mean-field quantity that does not exist for these settings (one-line message)."""
 
 

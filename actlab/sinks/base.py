@@ -8,7 +8,7 @@ final and whether the run failed.
 - `LocalWriter`: metrics.jsonl (one JSON object per line, flushed per batch of
   records, so a killed run keeps what it had) and summary.json (atomic).
 - `StdoutWriter`, `NullWriter`, `WandbWriter` (one W&B run per member).
-- `TensorBoardWriter` (actlab.tensorboard_sink): event files in <run dir>/tensorboard/, one
+- `TensorBoardWriter` (actlab.sinks.tensorboard): event files in <run dir>/tensorboard/, one
   TensorBoard run per member, with histograms of the pre-activations.
 - `MultiWriter(writers)`: fan-out; `AsyncWriter(writer)`: a background thread.
 """
@@ -321,7 +321,7 @@ def make_writer(names: Iterable[str], run_dir: str | os.PathLike, **context: Any
         if name == "wandb":
             return WandbWriter(run_dir, **context)
         if name == "tensorboard":
-            from actlab.tensorboard_sink import TensorBoardWriter
+            from actlab.sinks.tensorboard import TensorBoardWriter
 
             return TensorBoardWriter(run_dir, members=context.get("members"))
         return {"local": lambda: LocalWriter(run_dir), "stdout": StdoutWriter,

@@ -1,7 +1,7 @@
 """Typed, validated configuration: plain dataclasses, no Hydra.
 
 Every field declares its default, type and range once, in the dataclass (field
-metadata); one generic validator (actlab.validate.section) reads a mapping against them, so
+metadata); one generic validator (actlab.config.validate.section) reads a mapping against them, so
 `Config.from_dict` either returns a Config or raises ConfigError with a one-line
 message naming the key, the bad value and what is accepted. The activation,
 model and dataset sections are checked by their registries (their defaults are
@@ -16,9 +16,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from actlab import activations, axes, data, init, models
-from actlab.metrics import FAMILIES as METRICS
-from actlab.validate import (
+from actlab import activations, data, models
+from actlab.config.validate import (
     ConfigError,
     as_float,
     as_int,
@@ -28,6 +27,9 @@ from actlab.validate import (
     no_extra,
     section,
 )
+from actlab.engine import axes
+from actlab.measure.metrics import FAMILIES as METRICS
+from actlab.models import initializers as init
 
 # --------------------------------------------------------------------------- #
 # Parsers of the fields that need more than a range
@@ -194,7 +196,7 @@ class TrainConfig:
     target: Target | None = field(Target("eval/acc", ">=", 0.95),
                                   parse=lambda key, v: parse_target(v, key))
     probe_size: int = field(512, lo=1)
-    # hyperparameters trained together as extra members (grid x seeds); see actlab.axes
+    # hyperparameters trained together as extra members (grid x seeds); see actlab.engine.axes
     vmap: tuple[axes.Axis, ...] = ()
     metrics: tuple[str, ...] = field(METRICS, parse=_metrics)  # computed at log steps
     checkpoint_every: int = field(0, lo=0)  # steps between checkpoints; 0: off

@@ -13,10 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from actlab import data, program
+from actlab import data
 from actlab.config import Config
-from actlab.experiment import Experiment, build, device_data, initial_state
-from actlab.schedule import Call, Slot
+from actlab.engine import loop as program
+from actlab.engine.cadence import Call, Slot
+from actlab.engine.experiment import Experiment, build, device_data, initial_state
 
 
 def replay(config: Config, steps: list[int],

@@ -27,10 +27,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from actlab.errors import UserError
+
 MEMBERS, DATA = "members", "data"
 
 
-class ShardError(ValueError):
+class ShardError(UserError):
     """A train.shard setting the devices or the batch cannot honour (one line)."""
 
 

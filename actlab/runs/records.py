@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from actlab import axes
 from actlab.config import Config, Target
+from actlab.engine import axes
 from actlab.files import atomic_write, clean, read_metrics
 
 PER_MEMBER_SUMMARY = ("final_train_loss", "final_eval_loss", "final_eval_acc", "best_eval_acc",
@@ -150,7 +150,7 @@ class DensityFile:
 
     Each line holds the step, the member's seed and vmapped values (as its records do),
     and `nodes` and `weights`, [samples][iters] lists: the SLQ quadrature of the
-    Hessian's spectral density (actlab.probes.hessian_slq; `actlab.probes.density`
+    Hessian's spectral density (actlab.measure.probes.hessian_slq; `actlab.measure.probes.density`
     smooths it). Opening it keeps only the lines before step `start` (a resumed run), or
     none (a fresh run).
     """

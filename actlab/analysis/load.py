@@ -170,7 +170,7 @@ def load_density(run_dir: str | os.PathLike) -> pd.DataFrame:
     where the measurement was not finite). Where a resumed run measured a step twice,
     the later line is kept. Empty without the file.
     """
-    from actlab.summary import DENSITY_FILE  # the engine's modules: imported on use
+    from actlab.runs.records import DENSITY_FILE  # the engine's modules: imported on use
 
     lines, _ = read_metrics(Path(run_dir) / DENSITY_FILE)
     if not lines:
@@ -237,7 +237,7 @@ def write_sweep_summary(sweep_dir: str | os.PathLike) -> Path:
     with its overrides). Written atomically, so jobs that finish at the same time
     never leave a half-written file.
     """
-    from actlab.sweeps import recorded_jobs
+    from actlab.runs.sweeps import recorded_jobs
 
     root = Path(sweep_dir)
     dirs = sorted({p.parent for p in root.rglob(SUMMARY)} |

@@ -24,8 +24,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from actlab import metrics, probes, spectra
-from actlab.heads import Head
+from actlab.measure import metrics
+from actlab.measure.heads import Head
+from actlab.measure.probes import estimators as probes
+from actlab.measure.probes import spectra
 from actlab.models import Model
 
 # Random streams, each folded into the member's key for step t: fold_in(key, t) draws
@@ -209,7 +211,7 @@ def hessian_probe(params, model_state, x, y, key, *, model: Model, head: Head, k
     and hessian/trace/<l> (with hessian/trace_se/<l>): the top eigenvalue and the trace
     of the diagonal block of layer l's weights; hessian/slq_nodes and
     hessian/slq_weights ([samples, iters]): the stochastic Lanczos quadrature of H's
-    spectral density (actlab.probes). Layer masks come from this member's parameters.
+    spectral density (actlab.measure.probes). Layer masks come from this member's parameters.
     """
     f = probe_loss(model, head, model_state)
 
@@ -243,7 +245,7 @@ def gsnr_probe(params, model_state, x, y, key, *, model: Model, head: Head,
 def weights_probe(params, model_state, x, y, key, *, model: Model,
                   head: Head) -> dict[str, jax.Array]:
     """weights/spectral_norm/<l>, weights/stable_rank/<l>, weights/alpha/<l> of each layer's
-    kernel as a [fan_in, out] matrix (actlab.spectra); data and key are unused."""
+    kernel as a [fan_in, out] matrix (actlab.measure.probes.spectra); data and key are unused."""
     return per_layer(spectra.weight_spectra(spectra.layer_kernels(model, params)))
 
 

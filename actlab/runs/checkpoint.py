@@ -7,7 +7,7 @@ wrong; leftovers of interrupted saves are removed when the manager opens.
 The state is copied to host memory before the (asynchronous) write, so the
 training loop may donate its device buffers right after `save` returns.
 
-In a run of several processes (actlab.devices) every process takes part in each save and
+In a run of several processes (actlab.engine.devices) every process takes part in each save and
 restore (orbax synchronises them through JAX's distributed client): arrays split over the
 processes (e.g. the members under train.shard=batch) are first gathered whole onto every
 process, then process 0 alone writes the host copy, so a checkpoint is the same whatever
@@ -25,10 +25,12 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from actlab.errors import UserError
+
 CHECKPOINT_DIR = "checkpoints"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
     """A checkpoint exists but cannot be restored (one line, with what to do)."""
 
 

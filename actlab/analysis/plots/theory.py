@@ -1,7 +1,7 @@
 """Figures of the mean-field theory (actlab.theory): phase diagram, predicted vs measured layers.
 
-Like actlab.plots, every function returns a Figure built in actlab's style context
-(actlab.plotstyle), takes plain arrays, dicts or tidy frames, and leaves matplotlib's
+Like actlab.analysis.plots, every function returns a Figure built in actlab's style context
+(actlab.analysis.plots.style), takes plain arrays, dicts or tidy frames, and leaves matplotlib's
 global state alone on import.
 """
 
@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from actlab.plotstyle import _styled, _subplots, color_for
+from actlab.analysis.plots.style import _styled, _subplots, color_for
 
 __all__ = ["phase_diagram", "signal_propagation", "signal_propagation_rows", "profile"]
 

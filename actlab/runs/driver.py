@@ -3,12 +3,12 @@
 It reads like a loop over program calls: dispatch call t, then fetch and write
 the records of call t-1 while call t runs. The pieces it drives:
 
-- actlab.experiment: config made concrete (data, model, head, optimizer, members)
-- actlab.step: the pure training step and measurements; actlab.program: the
+- actlab.engine.experiment: config made concrete (data, model, head, optimizer, members)
+- actlab.engine.step: the pure training step and measurements; actlab.engine.loop: the
   compiled program (several log steps per call, members mapped)
-- actlab.schedule: which steps are measured, evaluated, probed, checkpointed
-- actlab.summary: records, per-member convergence, aggregates
-- actlab.rundir: the run directory's lifecycle; actlab.writers: where records go
+- actlab.engine.cadence: which steps are measured, evaluated, probed, checkpointed
+- actlab.runs.records: records, per-member convergence, aggregates
+- actlab.runs.rundir: the run directory's lifecycle; actlab.sinks.base: where records go
 """
 
 from __future__ import annotations
@@ -23,21 +23,15 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from actlab import (
-    checkpoint,
-    devices,
-    files,
-    metrics,
-    program,
-    rundir,
-    schedule,
-    step,
-    writers,
-)
+from actlab import files
 from actlab.config import Config
-from actlab.experiment import Experiment, build, device_data, initial_state, resolved_init
-from actlab.rundir import RunDirError
-from actlab.summary import (
+from actlab.engine import cadence as schedule
+from actlab.engine import devices, step
+from actlab.engine import loop as program
+from actlab.engine.experiment import Experiment, build, device_data, initial_state, resolved_init
+from actlab.measure import metrics
+from actlab.runs import checkpoint, rundir
+from actlab.runs.records import (
     DENSITY_FILE,
     DensityFile,
     Tracker,
@@ -46,6 +40,8 @@ from actlab.summary import (
     run_group,
     to_records,
 )
+from actlab.runs.rundir import RunDirError
+from actlab.sinks import base as writers
 
 __all__ = ["run", "build", "RunDirError", "enable_compilation_cache", "Experiment"]
 

@@ -11,12 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from actlab import activations, axes, data, heads, models, theory
-from actlab import init as init_lib
+from actlab import activations, data, models, theory
 from actlab.config import Config
-from actlab.heads import Head
-from actlab.optim import make_optimizer
-from actlab.step import TrainState
+from actlab.engine import axes
+from actlab.engine.optim import make_optimizer
+from actlab.engine.step import TrainState
+from actlab.measure import heads
+from actlab.measure.heads import Head
+from actlab.models import initializers as init_lib
 
 Member = dict[str, Any]  # a member's seed and its values of the vmapped hyperparameters
 
@@ -168,7 +170,7 @@ def initial_state(exp: Experiment, members: list[Member] | None = None) -> Train
     """Initial state for each member, stacked on a leading member axis.
 
     Each member initialises from its seed; then each vmapped axis applies its value
-    (see actlab.axes).
+    (see actlab.engine.axes).
     """
     members = exp.members if members is None else members
     x0 = jnp.asarray(exp.dataset.x_train[:1])

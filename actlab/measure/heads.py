@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from actlab import metrics
+from actlab.measure import metrics
 
 HEADS = ("softmax", "one_vs_all")
 

@@ -1,7 +1,7 @@
-"""Figures of the curvature probes (actlab.probes): sharpness against 2/lr, Hessian spectra.
+"""Figures of the curvature probes (actlab.measure.probes): sharpness against 2/lr, Hessian spectra.
 
-Like actlab.plots, every function returns a Figure built in actlab's style context
-(actlab.plotstyle), takes tidy frames from actlab.analysis (load_run, load_density)
+Like actlab.analysis.plots, every function returns a Figure built in actlab's style context
+(actlab.analysis.plots.style), takes tidy frames from actlab.analysis (load_run, load_density)
 or a run directory, and leaves matplotlib's global state alone on import.
 """
 
@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from actlab import analysis
-from actlab.plotstyle import _styled, _subplots
+from actlab.analysis.plots.style import _styled, _subplots
 
 __all__ = ["sharpness", "hessian_density"]
 
@@ -56,14 +56,14 @@ def hessian_density(src, sigma: float | None = None, points: int = 400, log: boo
     """The Hessian's spectral density over training: one line per probe step, colour = step.
 
     `src`: a run directory or an analysis.load_density frame. Each line is the
-    Gaussian-smoothed stochastic Lanczos quadrature (actlab.probes.density) of one probe
+    Gaussian-smoothed stochastic Lanczos quadrature (actlab.measure.probes.density) of one probe
     step: an eigenvalue density of the probe-batch loss Hessian that integrates to 1 (the
     fraction of the n eigenvalues per unit eigenvalue). One panel per member (seed and
     vmapped values), at most `max_panels`. sigma: the smoothing width (default 1% of
     the range of the quadrature nodes); log: a logarithmic density axis, where the
     outliers, each 1/n of the mass, show beside the bulk near zero.
     """
-    from actlab.probes import density
+    from actlab.measure.probes import density
 
     df = src if isinstance(src, pd.DataFrame) else analysis.load_density(src)
     ok = [bool(np.isfinite(n).all() and np.isfinite(w).all())

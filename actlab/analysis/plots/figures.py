@@ -5,10 +5,10 @@ plain arrays), never training internals. Colours are fixed per activation
 (Okabe-Ito, colour-blind safe, for the classic functions), so one activation
 has one colour in every figure.
 
-The figures of the mean-field theory are in actlab.plots_theory, those of the
-curvature probes (sharpness, Hessian spectral density) in actlab.plots_probes.
+The figures of the mean-field theory are in actlab.analysis.plots.theory, those of the
+curvature probes (sharpness, Hessian spectral density) in actlab.analysis.plots.probes.
 
-Importing this module leaves matplotlib alone (see actlab.plotstyle): figures are
+Importing this module leaves matplotlib alone (see actlab.analysis.plots.style): figures are
 drawn in actlab's style context and need no backend; in a notebook they show
 through the notebook's own backend.
 """
@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from actlab.plotstyle import (
+from actlab.analysis.plots.style import (
     PALETTE,
     STYLE,
     StyledFigure,
@@ -201,7 +201,7 @@ def dead_saturated(df: pd.DataFrame, by: str = "activation") -> Figure:
 def learning_curves(df: pd.DataFrame, metrics: Sequence[str] = ("train/loss", "eval/acc"),
                     by: str = "activation", band: str = "std") -> Figure:
     """Loss/accuracy over steps, mean over seeds with a band (std, or 95% bootstrap 'ci')."""
-    from actlab.summary import bootstrap_ci
+    from actlab.runs.records import bootstrap_ci
 
     fig, axes = _subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
@@ -234,7 +234,7 @@ def convergence(summ: pd.DataFrame, by: str = "activation", hue: str = "depth") 
     Groups where no member reached the target are drawn as open markers at the
     right edge, labelled 'not reached'; partial success is annotated k/n.
     """
-    from actlab.summary import bootstrap_ci
+    from actlab.runs.records import bootstrap_ci
 
     keys = sorted(summ[by].unique(), key=str)
     hues = sorted(summ[hue].unique(), key=str) if hue in summ else [None]

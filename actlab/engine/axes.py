@@ -21,9 +21,10 @@ import jax
 import jax.numpy as jnp
 
 from actlab import activations
+from actlab.errors import UserError
 
 
-class AxisError(ValueError):
+class AxisError(UserError):
     """A vmapped hyperparameter that cannot be (one line)."""
 
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from actlab.signatures import reject_unknown
+from actlab.config.validate import reject_unknown
+from actlab.errors import UserError
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A bad dataset name or parameter (one-line message)."""
 
 
@@ -274,4 +275,4 @@ def ratings(num_users: int = 200, num_items: int = 100, rank: int = 4, density: 
                    meta={"num_users": num_users, "num_items": num_items, "scale": 4.0})
 
 
-from actlab import data_tfds  # noqa: E402,F401  (registers the tensorflow-datasets loaders)
+from actlab.data import tfds as data_tfds  # noqa: E402,F401  (registers the tensorflow-datasets loaders)

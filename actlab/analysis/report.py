@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from actlab import activations, analysis, plots, plots_probes
+from actlab import activations, analysis
+from actlab.analysis import plots
+from actlab.analysis.plots import probes as plots_probes
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;
@@ -37,8 +39,8 @@ def _registered(label: str) -> str | None:
 
 def _replay_figures(summ: pd.DataFrame, out: Path, max_runs: int) -> list[tuple[str, str]]:
     """Pre-activation distributions and (for 2-D inputs) decision boundaries, by replay."""
-    from actlab import replay
     from actlab.config import Config
+    from actlab.runs import retrain as replay
 
     figs: list[tuple[str, str]] = []
     runs = summ.drop_duplicates("run").head(max_runs)
@@ -93,7 +95,8 @@ def input_statistics(cfg: dict[str, Any]) -> tuple[float, float, int]:
     q0 = mean x^2 over the probe examples and input features, c0 = mean cosine of the
     probe pairs (2i, 2i + 1), i < K (the pairs the `c` metric averages over).
     """
-    from actlab import data, metrics
+    from actlab import data
+    from actlab.measure import metrics
 
     ds_cfg = dict(cfg["dataset"])
     ds = data.load(ds_cfg.pop("name"), **ds_cfg)
@@ -110,7 +113,7 @@ def layer_variances(cfg: dict[str, Any], spec: activations.Spec, n_in: int,
                     gain: float | None = None) -> tuple[float, float, float]:
     """(sigma_w2 of the first layer, of the other hidden layers, sigma_b2) of an MLP's init.
 
-    As actlab.init draws them: Var w x fan_in = gain^2 sigma_w2 with init.sigma_w2 set (any
+    As models.initializers draws them: Var w x fan_in = gain^2 sigma_w2 with init.sigma_w2 set (any
     scheme) or init=critical (theory.critical_sigma_w2), else the scheme's own: he 2, lecun
     1, glorot 2 fan_in / (fan_in + fan_out), orthogonal min(1, fan_in / fan_out); `gain`
     (a vmapped init.gain) replaces init.gain.
@@ -222,7 +225,7 @@ def _shown(settings: list[dict]) -> list[dict]:
 
 def signal_table(rows: dict[str, list[dict]]) -> pd.DataFrame:
     """One row per (activation, setting, layer): predicted and measured q, c, gradient ratio."""
-    from actlab import plots_theory
+    from actlab.analysis.plots import theory as plots_theory
 
     out = []
     for act, settings in rows.items():
@@ -242,7 +245,7 @@ def signal_table(rows: dict[str, list[dict]]) -> pd.DataFrame:
 
 def signal_figure(rows: dict[str, list[dict]]) -> Figure:
     """plots_theory.signal_propagation_rows of `signal_rows`: a row per activation."""
-    from actlab import plots_theory
+    from actlab.analysis.plots import theory as plots_theory
 
     panels = {}
     for act, settings in rows.items():

@@ -19,10 +19,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from actlab import devices, heads, step
-from actlab.devices import MEMBERS, Layout
-from actlab.experiment import Experiment
-from actlab.schedule import Call
+from actlab.engine import devices, step
+from actlab.engine.cadence import Call
+from actlab.engine.devices import MEMBERS, Layout
+from actlab.engine.experiment import Experiment
+from actlab.measure import heads
 
 MAP_ON_CPU = ("cnn", "resnet", "transformer")  # batched convolutions/attention: slower on CPU
 

@@ -1,0 +1,1 @@
+"""Costlier measurements on their own interval (Hessian, gradient noise, GSNR, weight spectra)."""

@@ -1,0 +1,1 @@
+"""Runs: the driver, records and trackers, the run directory, checkpoints and retraining."""

@@ -1,0 +1,1 @@
+"""Where records go: one writer interface and one module per sink."""
