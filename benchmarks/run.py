@@ -35,12 +35,13 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from actlab import data
+from actlab import sinks as writers  # noqa: E402
 from actlab.config import Config  # noqa: E402
 from actlab.engine import cadence as schedule
 from actlab.engine import experiment
 from actlab.engine import loop as program
 from actlab.runs import driver as train
-from actlab.sinks import base as writers  # noqa: E402
+from actlab.sinks.local import LocalWriter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 NOTES = "<!-- analysis: kept when the table is regenerated -->"
@@ -427,7 +428,7 @@ def fig8(q: bool) -> Row:
     sink = RssSink()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = config(train={"steps": steps, "log_every": 50})
-        train.run(cfg, tmp, progress=False, sinks=[writers.LocalWriter(tmp), sink])
+        train.run(cfg, tmp, progress=False, sinks=[LocalWriter(tmp), sink])
     s = sink.samples
     growth = s[-1] - s[len(s) // 5]
     return Row("8 memory: default run peak RSS; growth over a long run (20%..100%)",

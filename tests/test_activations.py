@@ -231,7 +231,7 @@ def test_get_returns_jitted_callables_and_modules():
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """Registrations made by a test vanish after it."""
-    monkeypatch.setattr(A, "_REGISTRY", dict(A._REGISTRY))
+    monkeypatch.setattr(A, "_REGISTRY", A._REGISTRY.copy())
 
 
 def test_register_a_custom_activation(scratch_registry):

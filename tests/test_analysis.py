@@ -73,7 +73,7 @@ def test_second_load_uses_the_cache(sweep, monkeypatch):
     def boom(run_dir):
         raise AssertionError("metrics.jsonl parsed again despite a valid cache")
 
-    monkeypatch.setattr(analysis, "_tidy_uncached", boom)
+    monkeypatch.setattr(analysis.load, "_tidy_uncached", boom)
     second = analysis.load_sweep(sweep)
     pd.testing.assert_frame_equal(first, second)
 

@@ -74,7 +74,7 @@ def delayed(f, seconds):
 if o["interrupt_after"]:
     program.make_program = interrupting(program.make_program, o["interrupt_after"])
 if o["slow_replay"] and os.environ.get("ACTLAB_PROCESS_ID", "0") != "0":
-    rundir.replay_records = delayed(rundir.replay_records, o["slow_replay"])
+    rundir.refeed_records = delayed(rundir.refeed_records, o["slow_replay"])
 cfg = make_config(dataset={"name": "digits"}, optimizer={"name": "adam", "lr": 3e-3},
                   train={"steps": o["steps"], "log_every": o["log_every"],
                          "eval_every": o["log_every"], "batch_size": 32, "probe_size": 64,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,101 +23,32 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from actlab.activations import classic, modern
+from actlab.activations.base import (  # noqa: F401  (the public names live here too)
+    GELU_ARGMIN,
+    INF,
+    MISH_ARGMIN,
+    SELU_ALPHA,
+    SELU_LAMBDA,
+    SWISH_ARGMIN,
+    ActivationError,
+    Entry,
+    Info,
+    Table,
+    entry,
+)
 from actlab.config.validate import reject_unknown
-from actlab.errors import UserError
+from actlab.registry import Registry
 
-INF = math.inf
-SELU_LAMBDA = 1.0507009873554804934193349852946
-SELU_ALPHA = 1.6732632423543772848170429916717
-
-# Positions of the minima of the non-monotone smooth functions (float64 roots of phi').
-GELU_ARGMIN = -0.7517915241
-SWISH_ARGMIN = -1.2784645428  # for beta = 1; scales as 1/beta
-MISH_ARGMIN = -1.1923840995
+# The one registry: the built-in tables joined, plus what `register` adds at run time.
+_REGISTRY = Registry.union("activation", classic.TABLE, modern.TABLE, error=ActivationError)
 
 
-class ActivationError(UserError):
-    """A bad activation name or parameter (one-line message)."""
+def register(name: str, **metadata: Any) -> Callable:
+    """Decorator: register `fn(z, **params)` under `name` with its metadata (`base.entry`)."""
 
-
-@dataclasses.dataclass(frozen=True)
-class Info:
-    """What a researcher (and the metrics) need to know about one activation."""
-
-    name: str
-    formula: str  # LaTeX
-    output_range: tuple[float, float]
-    deriv_range: tuple[float, float]
-    monotone: bool
-    smooth: bool
-    zero_centred: bool
-    can_die: bool  # phi' is exactly 0 on a half-line, so a unit can be dead
-    # Pre-activations outside (lo, hi) whose |phi'| is below 1% of max|phi'| count as
-    # saturated; None means the function has no saturating tail. Exactly flat
-    # "off" sides (relu's z <= 0) are excluded: they show up as dead units.
-    saturation: tuple[float, float] | None
-    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    learnable: tuple[str, ...] = ()  # parameters that may be trained
-    output_only: bool = False  # softmax, log_softmax: not elementwise
-    description: str = ""
-    # A gated linear unit h = g(z_g) * z_v (two inputs): the ranges, flags and saturation
-    # above are then those of its gate g, whose default name is `gate`.
-    gated: bool = False
-    gate: str | None = None
-
-    def as_dict(self) -> dict:
-        """Plain-dict view (for tables and JSON)."""
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-    fn: Callable[..., Any]  # phi(z, **params); for a gated unit: fixed params -> gate name
-    info: Info
-    saturation_fn: Callable[..., tuple[float, float] | None] | None = None
-    resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-
-
-_REGISTRY: dict[str, _Entry] = {}
-
-
-def register(
-    name: str,
-    *,
-    formula: str = "",
-    output_range: tuple[float, float] = (-INF, INF),
-    deriv_range: tuple[float, float] = (-INF, INF),
-    monotone: bool = False,
-    smooth: bool = False,
-    zero_centred: bool = False,
-    can_die: bool = False,
-    saturation: tuple[float, float] | None = None,
-    params: Mapping[str, Any] | None = None,
-    learnable: tuple[str, ...] = (),
-    output_only: bool = False,
-    description: str = "",
-    saturation_fn: Callable[..., tuple[float, float] | None] | None = None,
-    resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    gated: bool = False,
-    gate: str | None = None,
-):
-    """Decorator: register `fn(z, **params)` under `name` with its metadata.
-
-    `resolve(params) -> params` completes the parameters after the defaults and the
-    caller's values are merged (rational fills its coefficients from `init_like`).
-    For `gated=True`, `fn(**fixed)` returns the name of the gate function.
-    """
-
-    def deco(fn):
-        info = Info(
-            name=name, formula=formula, output_range=output_range,
-            deriv_range=deriv_range, monotone=monotone, smooth=smooth,
-            zero_centred=zero_centred, can_die=can_die, saturation=saturation,
-            params=dict(params or {}), learnable=tuple(learnable),
-            output_only=output_only, description=description, gated=gated, gate=gate,
-        )
-        _REGISTRY[name] = _Entry(fn=fn, info=info, saturation_fn=saturation_fn,
-                                 resolve=resolve)
+    def deco(fn: Callable) -> Callable:
+        _REGISTRY.add(name, entry(fn, name, **metadata))
         return fn
 
     return deco
@@ -129,7 +59,7 @@ def names(include_output: bool = True) -> list[str]:
     return sorted(n for n, e in _REGISTRY.items() if include_output or not e.info.output_only)
 
 
-def _entry(name: str) -> _Entry:
+def _entry(name: str) -> Entry:
     if name not in _REGISTRY and ("." in name or ":" in name):
         _import_by_path(name)
     if name not in _REGISTRY:
@@ -137,7 +67,7 @@ def _entry(name: str) -> _Entry:
             f"unknown activation '{name}'; known: {', '.join(names())} "
             "(or a Python import path such as mypkg.acts:my_fn)"
         )
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def _import_by_path(path: str) -> None:
@@ -351,10 +281,3 @@ def get(name: str, **params: Any):
     if sp.learned:
         return LearnableActivation(sp)
     return _Jitted(sp)
-
-
-# --------------------------------------------------------------------------- #
-
-
-# The built-in functions register themselves on import.
-from actlab.activations import classic, modern  # noqa: E402, F401

@@ -11,15 +11,18 @@ import math
 import jax
 import jax.numpy as jnp
 
-from actlab.activations import (
+from actlab.activations.base import (
     GELU_ARGMIN,
     INF,
     MISH_ARGMIN,
     SELU_ALPHA,
     SELU_LAMBDA,
     SWISH_ARGMIN,
-    register,
+    Table,
 )
+
+TABLE = Table()
+register = TABLE.register
 
 
 def _neg_expm1(z, scale=1.0):

@@ -16,14 +16,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from actlab.activations import (
+from actlab.activations.base import (
     INF,
     SWISH_ARGMIN,
     ActivationError,
-    info,
-    register,
-    spec,
+    Table,
 )
+from actlab.activations.classic import TABLE as CLASSIC
+
+TABLE = Table()
+register = TABLE.register
 
 QUICK_GELU_BETA = 1.702  # CLIP's sigmoid scale; also gpt-oss's SwiGLU alpha
 SWISH_MIN = -0.2784645428  # min of x sigmoid(x), at SWISH_ARGMIN; scales as 1/beta
@@ -147,6 +149,9 @@ def rational_fit(init_like: str) -> tuple[float, ...]:
     """
     from scipy.optimize import least_squares
 
+    # the target may be any registered function: asked of the joined registry at call time
+    from actlab.activations import spec
+
     target = None if init_like == "rational" else spec(init_like)
     if target is None or target.gated:
         raise ActivationError(f"activation 'rational': init_like must be an elementwise "
@@ -208,7 +213,7 @@ register("rational", formula=r"\frac{\sum_{j=0}^{5} p_j x^j}{1+\sum_{k=1}^{4} |q
 
 
 def _gated(name: str, default_gate: str, formula: str, description: str, **params: Any):
-    g = info(default_gate)
+    g = CLASSIC.get(default_gate).info  # the default gates are classic functions
     return register(
         name, formula=formula, output_range=g.output_range, deriv_range=g.deriv_range,
         monotone=g.monotone, smooth=g.smooth, zero_centred=g.zero_centred, can_die=g.can_die,

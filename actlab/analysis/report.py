@@ -85,7 +85,9 @@ def _replay_figures(summ: pd.DataFrame, out: Path, max_runs: int) -> list[tuple[
     return figs
 
 
-SIGNAL = ("q", "c", "grad_norm")  # the step-0 records compared with the mean-field theory
+# the step-0 records compared with the mean-field theory: the backward signal is delta_norm
+# where logged, else grad_norm scaled by grad_norm_scale
+SIGNAL = ("q", "c", "delta_norm", "grad_norm")
 MAX_SETTINGS = 5  # settings drawn per activation (all of them go to signal_propagation.csv)
 
 
@@ -107,6 +109,21 @@ def input_statistics(cfg: dict[str, Any]) -> tuple[float, float, int]:
     den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     cos = np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1.0), 0.0)
     return float(np.mean(x * x)), float(cos.mean()) if k else float("nan"), x.shape[1]
+
+
+def grad_norm_scale(q: np.ndarray, q0: float, n_in: int, width: int, sigma_w2: float,
+                    sigma_b2: float) -> np.ndarray:
+    """Per hidden layer l, sqrt(fan_in_l <x_l^2> + 1): its gradient norm per unit backward signal.
+
+    For one example a Dense layer's kernel gradient is the outer product x_l delta_l^T and its
+    bias gradient delta_l, so |grad theta_l|^2 = (|x_l|^2 + 1) |delta_l|^2 exactly, with
+    |x_l|^2 = fan_in_l <x_l^2>: layer 0 sees the data (fan-in n_in, <x^2> = q0), layer l >= 1
+    sees phi(z_{l-1}) (fan-in `width`, <phi^2> = (q_l - sigma_b2) / sigma_w2 by the length
+    map, from the measured q_l). A batch gradient also sums cross-example terms that this
+    per-example scaling leaves in, so it is a fallback for runs without delta_norm.
+    """
+    m = np.maximum((np.asarray(q, np.float64)[1:] - sigma_b2) / sigma_w2, 0.0)
+    return np.sqrt(np.concatenate([[n_in * q0], width * m]) + 1.0)
 
 
 def layer_variances(cfg: dict[str, Any], spec: activations.Spec, n_in: int,
@@ -151,10 +168,12 @@ def signal_rows(df: pd.DataFrame) -> tuple[dict[str, list[dict]], dict[str, list
 
     Returns ({activation label: [setting, ...]}, {why skipped: [run, ...]}). A setting is a
     dict with run, depth, sigma_w2 (hidden layers), sigma_w2_first, sigma_b2, q0, c0, the
-    vmapped values, `predicted` (theory.predict_layers) and `measured` (the member's step-0
-    rows, seeds together); settings are sorted by sigma_w2.
+    vmapped values, `predicted` (theory.predict_layers), `measured` (the member's step-0
+    rows, seeds together) and `grad_scale` (grad_norm_scale of its measured q, for runs
+    without delta_norm); settings are sorted by sigma_w2.
     """
     from actlab import theory
+    from actlab.analysis.plots import theory as plots_theory
 
     s0 = df[(df["step"] == 0) & df["layer"].notna() & df["metric"].isin(SIGNAL)]
     rows: dict[str, list[dict]] = {}
@@ -196,10 +215,13 @@ def signal_rows(df: pd.DataFrame) -> tuple[dict[str, list[dict]], dict[str, list
             except (ValueError, KeyError) as e:  # TheoryError and ActivationError included
                 notes.setdefault(str(e), []).append(run)
                 continue
+            q = plots_theory.profile(g).get("q", np.array([]))
+            scale = (grad_norm_scale(q, q0, n_in, int(cfg["model"]["width"]), w, b)
+                     if len(q) == depth else None)
             rows.setdefault(analysis.activation_label(cfg), []).append(
                 {"run": run, "depth": depth, "sigma_w2": w, "sigma_w2_first": w0,
                  "sigma_b2": b, "q0": q0, "c0": c0, **member, "predicted": pred,
-                 "measured": g})
+                 "measured": g, "grad_scale": scale})
     for settings in rows.values():
         settings.sort(key=lambda st: (st["sigma_w2"], st["sigma_b2"], st["depth"]))
     return rows, notes
@@ -223,15 +245,27 @@ def _shown(settings: list[dict]) -> list[dict]:
     return settings
 
 
+def measured_profile(setting: dict) -> dict[str, Any]:
+    """plots_theory.profile of a setting's step-0 records: delta_norm, else scaled grad_norm."""
+    from actlab.analysis.plots import theory as plots_theory
+
+    return plots_theory.profile(setting["measured"], grad_scale=setting.get("grad_scale"))
+
+
 def signal_table(rows: dict[str, list[dict]]) -> pd.DataFrame:
-    """One row per (activation, setting, layer): predicted and measured q, c, gradient ratio."""
+    """One row per (activation, setting, layer): predicted and measured q, c, backward signal.
+
+    grad_* is the backward signal relative to the last hidden layer; grad_measured_from
+    names its source (plots.theory.GRAD_FROM): delta_norm, or grad_norm_scaled.
+    """
     from actlab.analysis.plots import theory as plots_theory
 
     out = []
     for act, settings in rows.items():
         for st in settings:
-            pred, meas = plots_theory.profile(st["predicted"]), plots_theory.profile(st["measured"])
-            ident = {k: v for k, v in st.items() if k not in ("predicted", "measured")}
+            pred, meas = plots_theory.profile(st["predicted"]), measured_profile(st)
+            ident = {k: v for k, v in st.items()
+                     if k not in ("predicted", "measured", "grad_scale")}
             for layer in range(st["depth"]):
                 row = {"activation": act, **ident, "layer": layer}
                 for q in ("q", "c", "grad"):
@@ -239,6 +273,7 @@ def signal_table(rows: dict[str, list[dict]]) -> pd.DataFrame:
                         v = prof.get(q)
                         row[f"{q}_{kind}"] = float(v[layer]) if v is not None and layer < len(
                             v) else np.nan
+                row["grad_measured_from"] = meas.get("grad_from")
                 out.append(row)
     return pd.DataFrame(out)
 
@@ -251,7 +286,7 @@ def signal_figure(rows: dict[str, list[dict]]) -> Figure:
     for act, settings in rows.items():
         shown = _shown(settings)
         depths = len({st["depth"] for st in shown}) > 1
-        panels[act] = [(_setting_label(st, depths), st["predicted"], st["measured"])
+        panels[act] = [(_setting_label(st, depths), st["predicted"], measured_profile(st))
                        for st in shown]
     return plots_theory.signal_propagation_rows(panels)
 
@@ -295,12 +330,21 @@ def build(path: str | os.PathLike, replay: bool = True, max_replays: int = 6) ->
             "(dashed)", "sharpness.png", plots_probes.sharpness(df))
     rows, notes = signal_rows(df)
     if rows:
-        signal_table(rows).to_csv(out / "signal_propagation.csv", index=False)
+        signal = signal_table(rows)
+        signal.to_csv(out / "signal_propagation.csv", index=False)
         add("Signal propagation at initialisation: mean-field theory vs measured",
             "signal_propagation.png", signal_figure(rows))
+        backward = {"delta_norm": "delta_norm/l (the backward signal |d loss_b / d z_l| that "
+                                  "chi_1 scales per layer)",
+                    "grad_norm_scaled": "grad_norm/l / sqrt(fan_in_l * mean input_l^2 + 1) "
+                                        "(no delta_norm logged: the gradient norm per unit "
+                                        "backward signal, layer 0's fan-in being the data's; "
+                                        "approximate, as it keeps cross-example terms)"}
+        used = [backward.get(k, str(k)) for k in dict.fromkeys(signal["grad_measured_from"])]
         figs.append(("Lines: actlab.theory.predict_layers from each run's sigma_w2, sigma_b2 "
-                     "and its probe inputs' q0 and c0; markers: the step-0 records q/l, c/l, "
-                     "grad_norm/l (mean over seeds). Numbers for every setting: "
+                     "and its probe inputs' q0 and c0; markers: the step-0 records q/l, c/l "
+                     f"and, relative to the last hidden layer, {' or '.join(used)}, mean over "
+                     "seeds. Numbers for every setting (grad_measured_from says which): "
                      "signal_propagation.csv.", ""))
     for why, runs in notes.items():
         figs.append((f"No mean-field prediction for {len(runs)} run(s) ({why}): "

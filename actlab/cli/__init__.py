@@ -38,12 +38,10 @@ def run_job(cfg: dict, run_dir: Path, label: str = "", multirun: bool = False) -
     it marks this job failed (summary.json status "failed" with the message) and
     raises JobFailed, which Hydra records while it goes on with the other jobs.
     """
-    from actlab.config import Config, ConfigError
-    from actlab.data import DataError
-    from actlab.engine.devices import ShardError
-    from actlab.models import ModelError
-    from actlab.runs import driver as train
-    from actlab.runs.checkpoint import CheckpointError
+    from actlab.config import Config
+    from actlab.engine.resolve import resolve
+    from actlab.errors import UserError
+    from actlab.runs import driver
 
     def fail(msg: str):
         if not multirun:
@@ -59,16 +57,16 @@ def run_job(cfg: dict, run_dir: Path, label: str = "", multirun: bool = False) -
         raise JobFailed(msg)
 
     try:
-        config = Config.from_dict(cfg)
-    except ConfigError as e:
+        config = resolve(Config.from_dict(cfg))
+    except UserError as e:
         fail(str(e))
     for noisy in ("jax", "absl", "orbax"):  # backend-probing chatter, not the user's business
         logging.getLogger(noisy).setLevel(logging.WARNING)
     print(f"run directory: {run_dir}", flush=True)
-    train.enable_compilation_cache()
+    driver.enable_compilation_cache()
     try:
-        return train.run(config, run_dir, label=label)
-    except (DataError, ModelError, ShardError, train.RunDirError, CheckpointError) as e:
+        return driver.run(config, run_dir, label=label)
+    except UserError as e:
         fail(str(e))  # raised before any training step
 
 

@@ -1,16 +1,20 @@
-"""Typed, validated configuration: section dataclasses, their rules and targets (pure Python, no
-jax)."""
+"""Typed, validated configuration: section dataclasses, their rules, member axes and targets.
+
+Pure Python (no jax): the bottom layer, importable by everything else.
+"""
 
 from actlab.config.sections import (  # noqa: F401
+    DISTRIBUTIONS,
     HEADS,
+    INIT_SCHEMES,
     LOSSES,
+    METRICS,
     OBJECTIVES,
     OPTIMIZERS,
     PROBE_SECTIONS,
     PROBES,
     SCHEDULES,
     SECTIONS,
-    SINKS,
     TARGET_KEYS,
     WANDB_KEYS,
     WANDB_MODES,

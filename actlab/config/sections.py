@@ -4,19 +4,21 @@ Every field declares its default, type and range once, in the dataclass (field
 metadata); one generic validator (actlab.config.validate.section) reads a mapping against them, so
 `Config.from_dict` either returns a Config or raises ConfigError with a one-line
 message naming the key, the bad value and what is accepted. The activation,
-model and dataset sections are checked by their registries (their defaults are
-the builders' signatures). `Config.to_dict` is the resolved configuration that
-summary.json stores: every default filled in.
+model, dataset and probe sections, and the sinks' names, are checked against
+their registries when the config is resolved (actlab.engine.resolve, which also
+fills in the builders' defaults): this package imports no jax, so it is the
+bottom layer everything else may import. `Config.to_dict` of a resolved config
+is what summary.json stores: every default filled in.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from actlab import activations, data, models
+from actlab.config import axes
 from actlab.config.validate import (
     ConfigError,
     as_float,
@@ -27,9 +29,16 @@ from actlab.config.validate import (
     no_extra,
     section,
 )
-from actlab.engine import axes
-from actlab.measure.metrics import FAMILIES as METRICS
-from actlab.models import initializers as init
+
+# --------------------------------------------------------------------------- #
+# Names of the choices whose implementations live above config (each implementation
+# checks that it covers them)
+
+# per-layer metric families (actlab.measure.metrics computes each)
+METRICS = ("grad_norm", "weight_norm", "update_ratio", "delta_norm", "act_mean", "act_std",
+           "dead_frac", "sat_frac", "q", "c")
+INIT_SCHEMES = ("auto", "critical", "glorot", "he", "lecun", "orthogonal")  # models.initializers
+DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 
 # --------------------------------------------------------------------------- #
 # Parsers of the fields that need more than a range
@@ -90,11 +99,12 @@ def _per_call(key: str, v: Any) -> int | str:
     return v if v == "auto" else as_int(key, v, lo=1)
 
 
-def _names(options: tuple[str, ...]) -> Callable[[str, Any], tuple[str, ...]]:
-    def parse(key: str, v: Any) -> tuple[str, ...]:
-        v = [v] if isinstance(v, str) else list(v)
-        return tuple(dict.fromkeys(choice(key, s, options) for s in v))
-    return parse
+def _names(key: str, v: Any) -> tuple[str, ...]:
+    """A list of names (one name is a list of one), duplicates dropped; checked on resolve."""
+    v = [v] if isinstance(v, str) else list(v)
+    if not all(isinstance(s, str) for s in v):
+        raise ConfigError(f"{key} must be a list of names, got {v!r}")
+    return tuple(dict.fromkeys(v))
 
 
 WANDB_KEYS = ("project", "entity", "group", "tags", "mode")
@@ -120,7 +130,6 @@ OBJECTIVES = ("final_eval_acc", "best_eval_acc", "final_eval_loss", "final_train
 HEADS = ("softmax", "one_vs_all")
 LOSSES = ("cross_entropy", "mse")
 PROBES = ("hessian", "noise_scale", "gsnr", "weights")
-SINKS = ("local", "stdout", "wandb", "tensorboard", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +147,7 @@ class ModelConfig:
     # classification loss: the head's cross-entropy, or mse: (1/2) sum over classes of
     # (output - onehot)^2, mean over examples (Cohen et al. 2021's SquaredLoss)
     loss: str = field("cross_entropy", choices=LOSSES)
-    num_layers: int = 4  # activation sites, derived from the model's parameters
+    num_layers: int = 4  # activation sites, derived from the model's parameters on resolve
 
     @property
     def depth(self) -> int:
@@ -171,8 +180,8 @@ def _sigma_w2(key: str, v: Any) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class InitConfig:
-    name: str = field("he", choices=lambda: init.names())
-    distribution: str = field("normal", choices=init.DISTRIBUTIONS)
+    name: str = field("he", choices=INIT_SCHEMES)
+    distribution: str = field("normal", choices=DISTRIBUTIONS)
     gain: float = field(1.0, lo=0.0, lo_open=True)
     # hidden weights N(0, gain^2 sigma_w2 / fan_in) under any scheme; None: the scheme's own
     sigma_w2: float | None = field(None, parse=_sigma_w2)
@@ -268,7 +277,7 @@ class ProbesConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LoggerConfig:
-    sinks: tuple[str, ...] = field(("local",), parse=_names(SINKS))
+    sinks: tuple[str, ...] = field(("local",), parse=_names)  # actlab.sinks' names
     progress: bool = True
     # bins of the per-layer pre-activation histograms a tensorboard sink draws at log steps
     # (computed inside the program on the probe batch); 0: none
@@ -290,6 +299,8 @@ class Config:
     train: TrainConfig = TrainConfig()
     probes: ProbesConfig = ProbesConfig()
     logger: LoggerConfig = LoggerConfig()
+    # checked against the registries and completed with their defaults (engine.resolve)
+    resolved: bool = False
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> Config:
@@ -301,8 +312,8 @@ class Config:
         act = mapping(d, "activation")
         model = _model(d)
         try:
-            vmap = axes.parse(mapping(d, "train").get("vmap"), act,
-                              model.activations is not None, init_cfg.gain)
+            vmap = axes.parse(mapping(d, "train").get("vmap"), model.activations is not None,
+                              init_cfg.gain)
         except axes.AxisError as e:
             raise ConfigError(str(e)) from None
         probes = mapping(d, "probes")
@@ -317,8 +328,11 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration, every default filled in (what summary.json stores)."""
-        model = {"name": self.model.name, **models.params_of(self.model.name),
-                 **self.model.params, "head": self.model.head, "loss": self.model.loss,
+        if not self.resolved:
+            raise ValueError("Config.to_dict needs a resolved config: "
+                             "actlab.engine.resolve(config) fills in the registries' defaults")
+        model = {"name": self.model.name, **self.model.params, "head": self.model.head,
+                 "loss": self.model.loss,
                  "activations": None if self.model.activations is None
                  else list(self.model.activations)}
         vmap: dict[str, dict[str, list[float]]] = {}
@@ -330,8 +344,7 @@ class Config:
         return {
             "activation": {"name": self.activation.name, **self.activation.params},
             "model": model,
-            "dataset": {"name": self.dataset.name, **data.params_of(self.dataset.name),
-                        **self.dataset.params},
+            "dataset": {"name": self.dataset.name, **self.dataset.params},
             "optimizer": _plain(self.optimizer), "init": _plain(self.init), "train": train,
             "probes": {p: _plain(getattr(self.probes, p)) for p in PROBES},
             "logger": _plain(self.logger),
@@ -350,16 +363,14 @@ def _plain(obj) -> dict[str, Any]:
 
 def _activation(sec: dict[str, Any]) -> ActivationConfig:
     name = sec.pop("name", ActivationConfig.name)
-    try:
-        activations.spec(name, **sec)
-    except activations.ActivationError as e:
-        raise ConfigError(str(e)) from None
+    if not isinstance(name, str):
+        raise ConfigError(f"activation.name must be a name, got {name!r}")
     return ActivationConfig(name=name, params=sec)
 
 
 def _model(d: Mapping[str, Any]) -> ModelConfig:
     sec = mapping(d, "model")
-    name = choice("model.name", sec.pop("name", ModelConfig.name), models.names())
+    name = sec.pop("name", ModelConfig.name)
     acts = sec.pop("activations", None)
     head = choice("model.head", sec.pop("head", "softmax"), HEADS)
     loss = choice("model.loss", sec.pop("loss", "cross_entropy"), LOSSES)
@@ -369,31 +380,13 @@ def _model(d: Mapping[str, Any]) -> ModelConfig:
     for k, v in list(sec.items()):
         if isinstance(v, list):
             sec[k] = tuple(v)
-    try:
-        n = models.check(name, sec)
-    except models.ModelError as e:
-        raise ConfigError(str(e)) from None
     if acts is not None:
         if isinstance(acts, str) or not all(isinstance(a, str) for a in acts):
             raise ConfigError(f"model.activations must be a list of names, got {acts!r}")
-        if len(acts) != n:
-            raise ConfigError(f"model.activations has {len(acts)} entries but model '{name}' "
-                              f"has {n} activation layers")
-        for a in acts:
-            try:
-                activations.spec(a)
-            except activations.ActivationError as e:
-                raise ConfigError(f"model.activations: {e}") from None
         acts = tuple(acts)
-    return ModelConfig(name=name, params=sec, activations=acts, head=head, loss=loss,
-                       num_layers=n)
+    return ModelConfig(name=name, params=sec, activations=acts, head=head, loss=loss)
 
 
 def _dataset(d: Mapping[str, Any]) -> DatasetConfig:
     sec = mapping(d, "dataset")
-    name = sec.pop("name", DatasetConfig.name)
-    try:
-        data.check(name, sec)
-    except data.DataError as e:
-        raise ConfigError(str(e)) from None
-    return DatasetConfig(name=name, params=sec)
+    return DatasetConfig(name=sec.pop("name", DatasetConfig.name), params=sec)

@@ -33,37 +33,44 @@ def field(default: Any = dataclasses.MISSING, *, lo: float | None = None,
     return dataclasses.field(default=default, metadata=meta)
 
 
-def as_int(key: str, v: Any, lo: float | None = None) -> int:
+def as_int(key: str, v: Any, lo: float | None = None,
+           error: type[UserError] = ConfigError) -> int:
+    """`v` as an integer >= lo (a float with no fraction passes), else one-line `error`."""
     if isinstance(v, bool) or not isinstance(v, int):
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         else:
-            raise ConfigError(f"{key} must be an integer, got {v!r}")
+            raise error(f"{key} must be an integer, got {v!r}")
     if lo is not None and v < lo:
-        raise ConfigError(f"{key} must be >= {lo:g}, got {v}")
+        raise error(f"{key} must be >= {lo:g}, got {v}")
     return v
 
 
 def as_float(key: str, v: Any, lo: float | None = None, lo_open: bool = False,
-           hi: float | None = None, hi_open: bool = False) -> float:
+             hi: float | None = None, hi_open: bool = False,
+             error: type[UserError] = ConfigError) -> float:
+    """`v` as a float in the given (open or closed) range, else one-line `error`."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ConfigError(f"{key} must be a number, got {v!r}")
+        raise error(f"{key} must be a number, got {v!r}")
     v = float(v)
     if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise ConfigError(f"{key} must be {'>' if lo_open else '>='} {lo:g}, got {v:g}")
+        raise error(f"{key} must be {'>' if lo_open else '>='} {lo:g}, got {v:g}")
     if hi is not None and (v > hi or (hi_open and v == hi)):
-        raise ConfigError(f"{key} must be {'<' if hi_open else '<='} {hi:g}, got {v:g}")
+        raise error(f"{key} must be {'<' if hi_open else '<='} {hi:g}, got {v:g}")
     return v
 
 
-def choice(key: str, v: Any, options) -> Any:
+def choice(key: str, v: Any, options: Iterable[Any],
+           error: type[UserError] = ConfigError) -> Any:
+    """`v` if it is one of `options`, else one-line `error` listing them."""
     options = list(options)
     if v not in options:
-        raise ConfigError(f"unknown {key} '{v}'; choose from: {', '.join(map(str, options))}")
+        raise error(f"unknown {key} '{v}'; choose from: {', '.join(map(str, options))}")
     return v
 
 
 def as_bool(key: str, v: Any) -> bool:
+    """`v` as a bool ('true'/'false' strings pass), else a ConfigError."""
     if isinstance(v, str) and v.lower() in ("true", "false"):
         return v.lower() == "true"
     if not isinstance(v, bool):
@@ -114,7 +121,7 @@ def section(cls, name: str, given: Mapping[str, Any], **resolved: Any):
 
 
 def reject_unknown(kind: str, name: str, given: Iterable[str], accepted: Iterable[str],
-                   error: type[Exception]) -> None:
+                   error: type[UserError] = ConfigError) -> None:
     """Raise `error` (one line) naming the parameters in `given` that `kind` `name` lacks."""
     accepted = sorted(accepted)
     extra = sorted(set(given) - set(accepted))

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from actlab.data import DataError, Dataset, register, standardise
+from actlab.data.base import DataError, Dataset, standardise
+from actlab.registry import Registry
+
+LOADERS: Registry = Registry("dataset", error=DataError)
+register = LOADERS.register
 
 IMAGE_SETS = ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn_cropped")
 

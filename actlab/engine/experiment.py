@@ -13,12 +13,14 @@ import optax
 
 from actlab import activations, data, models, theory
 from actlab.config import Config
+from actlab.config import axes as config_axes
 from actlab.engine import axes
 from actlab.engine.optim import make_optimizer
+from actlab.engine.resolve import resolve
 from actlab.engine.step import TrainState
 from actlab.measure import heads
 from actlab.measure.heads import Head
-from actlab.models import initializers as init_lib
+from actlab.models import initializers
 
 Member = dict[str, Any]  # a member's seed and its values of the vmapped hyperparameters
 
@@ -35,7 +37,7 @@ class Experiment:
     specs: tuple[activations.Spec, ...]  # as configured (vmapped parameters at their base value)
 
     @property
-    def axes(self) -> tuple[axes.Axis, ...]:
+    def axes(self) -> tuple[config_axes.Axis, ...]:
         return self.config.train.vmap
 
     @property
@@ -50,7 +52,7 @@ class Experiment:
         """The layer activations of one member, its vmapped activation parameters filled in."""
         specs = self.specs
         for a in self.axes:
-            specs = tuple(a.spec(sp, member[a.key]) for sp in specs)
+            specs = tuple(axes.spec(a, sp, member[a.key]) for sp in specs)
         return specs
 
     def consts(self, members: list[Member]) -> dict[str, np.ndarray]:
@@ -84,7 +86,7 @@ def layer_specs(config: Config) -> tuple[activations.Spec, ...]:
     return (sp,) * m.num_layers
 
 
-def resolved_init(config: Config, specs: tuple[activations.Spec, ...]) -> init_lib.Scheme:
+def resolved_init(config: Config, specs: tuple[activations.Spec, ...]) -> initializers.Scheme:
     """The model's init.Scheme, with 'auto' and 'critical' resolved.
 
     'auto' becomes the first layer's recommended scheme; 'critical' gets the edge-of-chaos
@@ -93,7 +95,7 @@ def resolved_init(config: Config, specs: tuple[activations.Spec, ...]) -> init_l
     c = config.init
     name = activations.recommended_init(specs[0].name) if c.name == "auto" else c.name
     sigma_w2 = critical_sigma_w2(specs, c.sigma_b2) if name == "critical" else c.sigma_w2
-    return init_lib.Scheme(name, c.distribution, c.gain, sigma_w2, c.sigma_b2)
+    return initializers.Scheme(name, c.distribution, c.gain, sigma_w2, c.sigma_b2)
 
 
 _CRITICAL_CACHE: dict[tuple, float] = {}
@@ -125,9 +127,10 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
     A vmapped activation parameter becomes a model parameter (learned-style, so each
     member holds its own value) that the optimizer never updates.
     """
+    config = resolve(config)
     ds = dataset or data.load(config.dataset.name, **config.dataset.params)
     specs = layer_specs(config)
-    frozen = tuple(a.param for a in config.train.vmap if isinstance(a, axes.ActivationParam))
+    frozen = tuple(a.param for a in config.train.vmap if isinstance(a, config_axes.ActivationParam))
     model_specs = tuple(dataclasses.replace(
         sp, fixed={k: v for k, v in sp.fixed.items() if k not in frozen},
         learned={**sp.learned, **{p: float(sp.fixed[p]) for p in frozen if p in sp.fixed}})
@@ -150,7 +153,7 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
         return model.mask(params, lambda r: r.group == "act" and r.param in frozen)
 
     tx = make_optimizer(config.optimizer, config.train.steps,
-                        injectable_lr=any(isinstance(a, axes.LearningRate)
+                        injectable_lr=any(isinstance(a, config_axes.LearningRate)
                                           for a in config.train.vmap),
                         frozen=is_frozen if frozen else None)
     return Experiment(config=config, dataset=ds, model=model,
@@ -179,10 +182,10 @@ def initial_state(exp: Experiment, members: list[Member] | None = None) -> Train
         init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
         params, model_state = exp.model.init(init_key, x0)
         for a in exp.axes:
-            params = a.init_params(params, hp[a.key], exp.model)
+            params = axes.init_params(a, params, hp[a.key], exp.model)
         opt_state = exp.tx.init(params)
         for a in exp.axes:
-            opt_state = a.init_opt_state(opt_state, hp[a.key])
+            opt_state = axes.init_opt_state(a, opt_state, hp[a.key])
         return TrainState(params=params, opt_state=opt_state, model_state=model_state,
                           step=jnp.zeros((), jnp.int32),
                           diverged_at=jnp.full((), -1, jnp.int32), key=data_key, consts=consts)

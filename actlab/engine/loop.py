@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from actlab import sinks
 from actlab.engine import devices, step
 from actlab.engine.cadence import Call
 from actlab.engine.devices import MEMBERS, Layout
@@ -64,13 +65,10 @@ def over_members(fn: Callable, how: str, spmd_axis: str | None = None) -> Callab
     return lifted
 
 
-HISTOGRAM_SINKS = ("tensorboard",)  # the sinks that draw the pre-activation histograms
-
-
 def histogram_bins(exp: Experiment) -> int:
     """Bins of the pre-activation histograms measured at log steps (0: none measured)."""
     lc = exp.config.logger
-    return lc.histogram_bins if set(lc.sinks) & set(HISTOGRAM_SINKS) else 0
+    return lc.histogram_bins if sinks.histograms_wanted(lc.sinks) else 0
 
 
 def measurement_names(exp: Experiment) -> tuple[str, ...]:

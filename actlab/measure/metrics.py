@@ -33,6 +33,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from actlab.config import METRICS
+
 DEAD_EPS = 1e-12
 SAT_REL = 0.01
 
@@ -46,6 +48,7 @@ PARAMETER_METRICS = ("grad_norm", "weight_norm", "update_ratio")
 ACTIVATION_METRICS = ("act_mean", "act_std", "dead_frac", "sat_frac")
 SIGNAL_METRICS = ("q", "c")
 FAMILIES = (*PARAMETER_METRICS, "delta_norm", *ACTIVATION_METRICS, *SIGNAL_METRICS)
+assert FAMILIES == METRICS, "actlab.config.METRICS names the families computed here"
 MAX_PAIRS = 64  # probe pairs (2i, 2i + 1) that c averages over
 
 

@@ -11,7 +11,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from actlab.activations import Spec
-from actlab.models import (
+from actlab.models import initializers
+from actlab.models.base import (
     Model,
     act_site,
     choice,
@@ -20,7 +21,6 @@ from actlab.models import (
     prefix_labels,
     require_sequence_or_image,
 )
-from actlab.models import initializers as init_lib
 
 
 class CNN(nn.Module):
@@ -38,7 +38,7 @@ class CNN(nn.Module):
         if x.ndim == 2:  # a flat vector is a 1-channel sequence
             x = x[..., None]
         spatial = x.ndim - 2
-        scheme = init_lib.Scheme(*self.init_scheme)
+        scheme = initializers.Scheme(*self.init_scheme)
         aux = new_aux()
         h = x
         for l, sp in enumerate(self.specs):

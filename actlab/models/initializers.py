@@ -19,13 +19,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from actlab.config import DISTRIBUTIONS, INIT_SCHEMES  # noqa: F401  (names live in config)
+
 # name -> (variance scale, fan mode); Var w = gain^2 * scale / fan
 _SCHEMES = {
     "he": (2.0, "fan_in"),  # relu family (He et al. 2015)
     "glorot": (1.0, "fan_avg"),  # tanh/sigmoid (Glorot & Bengio 2010): 2/(fan_in+fan_out)
     "lecun": (1.0, "fan_in"),  # selu
 }
-DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 
 
 def square_sigma_w2(name: str) -> float:
@@ -37,7 +38,7 @@ SigmaW2 = float | tuple[float, ...] | None  # one value, one per layer, or the s
 
 def names() -> list[str]:
     """Known initialisation names ('auto': the activation's recommended scheme)."""
-    return sorted([*_SCHEMES, "orthogonal", "auto", "critical"])
+    return list(INIT_SCHEMES)
 
 
 def kernel_init(name: str, distribution: str = "normal", gain: float = 1.0,
@@ -138,3 +139,6 @@ class Scheme(NamedTuple):
     def bias(self) -> Callable:
         """Initializer of a hidden layer's bias."""
         return bias_init(self.sigma_b2)
+
+
+assert set(INIT_SCHEMES) == {*_SCHEMES, "orthogonal", "auto", "critical"}, "config names them"

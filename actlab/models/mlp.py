@@ -18,18 +18,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from actlab.activations import Spec
-from actlab.models import initializers as init_lib
-from actlab.models import is_gated, matched_units, paired, unit
-
-if TYPE_CHECKING:
-    from actlab.models import Role
+from actlab.models import initializers
+from actlab.models.base import (
+    GLU_WIDTHS,
+    Model,
+    ModelError,
+    Role,
+    choice,
+    fraction,
+    is_gated,
+    matched_units,
+    paired,
+    positive_int,
+    unit,
+)
 
 NORM_EPS = 1e-5
 BN_MOMENTUM = 0.9
@@ -46,7 +54,7 @@ class MLP(nn.Module):
     init_name: str = "he"
     distribution: str = "normal"
     gain: float = 1.0
-    sigma_w2: init_lib.SigmaW2 = None  # Var w = gain^2 sigma_w2 / fan_in (one per layer)
+    sigma_w2: initializers.SigmaW2 = None  # Var w = gain^2 sigma_w2 / fan_in (one per layer)
     sigma_b2: float = 0.0  # hidden biases N(0, sigma_b2); 0: zeros
     norm: str = "none"  # none | layer | batch | dyt
     dyt_alpha0: float = 0.5  # DyT's initial alpha
@@ -65,7 +73,7 @@ class MLP(nn.Module):
     def __call__(self, x, eps=None, capture: bool = False, train: bool = False):
         x = x.reshape((x.shape[0], -1))
         L, W = self.depth, self.width
-        scheme = init_lib.Scheme(self.init_name, self.distribution, self.gain, self.sigma_w2,
+        scheme = initializers.Scheme(self.init_name, self.distribution, self.gain, self.sigma_w2,
                                  self.sigma_b2)
         kinit, sinit, binit = scheme.kernel(0), scheme.kernel(1, stacked=True), scheme.bias()
         gated = is_gated(self.specs)
@@ -86,7 +94,8 @@ class MLP(nn.Module):
             # stacked kernel takes at this point, so both layouts start from the same numbers
             hidden_key = self.make_rng("params")
             bias_key = self.make_rng("params")  # the stacked bias's turn
-        oinit = init_lib.kernel_init("orthogonal" if self.init_name == "orthogonal" else "glorot")
+        oinit = initializers.kernel_init("orthogonal" if self.init_name == "orthogonal"
+                                         else "glorot")
         k_out = self.param("out_kernel", oinit, (W, self.num_classes))
         b_out = self.param("out_bias", nn.initializers.zeros, (self.num_classes,))
 
@@ -187,7 +196,6 @@ class MLP(nn.Module):
 
 def labels(tree: Mapping[str, jax.Array]) -> dict[str, Role]:
     """Roles of the MLP's parameters: layer 0 is in_*, layers 1.. the stacked hidden_*."""
-    from actlab.models import Role
 
     def role(name: str) -> Role:
         if name in ("in_kernel", "in_bias"):
@@ -211,9 +219,8 @@ def labels(tree: Mapping[str, jax.Array]) -> dict[str, Role]:
     return {k: role(k) for k in tree}
 
 
-def _sites(depth=4, width=64, norm="none", dropout=0.0, residual=False, scan_layers="auto",
+def sites(depth=4, width=64, norm="none", dropout=0.0, residual=False, scan_layers="auto",
            glu_width="match", dyt_alpha0=0.5):
-    from actlab.models import GLU_WIDTHS, ModelError, choice, fraction, positive_int
 
     if scan_layers not in (True, False, "auto"):
         raise ModelError(f"model.scan_layers must be true, false or auto, got {scan_layers!r}")
@@ -253,9 +260,8 @@ def units(width: int, gated: bool, glu_width: str, **shape) -> int:
 def build(*, specs, num_classes, input_shape, init, depth=4, width=64, norm="none", dropout=0.0,
           residual=False, scan_layers="auto", glu_width="match", dyt_alpha0=0.5):
     """An MLP with `depth` hidden layers of `width` units (gated: see `units`)."""
-    from actlab.models import Model
 
-    scheme = init_lib.Scheme(*init)
+    scheme = initializers.Scheme(*init)
     w = units(width, is_gated(tuple(specs)), glu_width, depth=depth,
               fan_in=math.prod(input_shape), num_classes=num_classes, norm=norm)
     module = MLP(depth=depth, width=w, num_classes=num_classes, specs=tuple(specs),

@@ -10,7 +10,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from actlab.activations import Spec
-from actlab.models import (
+from actlab.models import initializers
+from actlab.models.base import (
     Model,
     ModelError,
     act_site,
@@ -19,7 +20,6 @@ from actlab.models import (
     positive_int,
     prefix_labels,
 )
-from actlab.models import initializers as init_lib
 
 
 class Recommender(nn.Module):
@@ -37,7 +37,7 @@ class Recommender(nn.Module):
         u = nn.Embed(self.num_users, self.n_factors, name="user_embedding")(x[:, 0])
         i = nn.Embed(self.num_items, self.n_factors, name="item_embedding")(x[:, 1])
         h = jnp.concatenate([u, i], -1)
-        scheme = init_lib.Scheme(*self.init_scheme)
+        scheme = initializers.Scheme(*self.init_scheme)
         aux = new_aux()
         for l, (sp, width) in enumerate(zip(self.specs, self.hidden, strict=True)):
             z = nn.Dense(width, kernel_init=scheme.kernel(l), bias_init=scheme.bias(),

@@ -13,7 +13,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from actlab.models import (
+from actlab.models import initializers
+from actlab.models.base import (
     Model,
     ModelError,
     act_site,
@@ -22,7 +23,6 @@ from actlab.models import (
     prefix_labels,
     require_sequence_or_image,
 )
-from actlab.models import initializers as init_lib
 
 STAGES = 3
 
@@ -39,7 +39,7 @@ class ResNet(nn.Module):
     def __call__(self, x, eps=None, capture: bool = False, train: bool = False):
         if x.ndim == 2:
             x = x[..., None]
-        scheme = init_lib.Scheme(*self.init_scheme)  # convolutions only: they have no bias
+        scheme = initializers.Scheme(*self.init_scheme)  # convolutions only: they have no bias
         k = (3,) * (x.ndim - 2)
         aux = new_aux()
 

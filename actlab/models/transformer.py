@@ -14,7 +14,8 @@ from __future__ import annotations
 import flax.linen as nn
 
 from actlab.activations import Spec
-from actlab.models import (
+from actlab.models import initializers
+from actlab.models.base import (
     GLU_WIDTHS,
     DyT,
     Model,
@@ -29,7 +30,6 @@ from actlab.models import (
     prefix_labels,
     require_sequence_or_image,
 )
-from actlab.models import initializers as init_lib
 
 NORMS = ("layer", "dyt", "none")
 
@@ -63,7 +63,7 @@ class Transformer(nn.Module):
             x = x[:, : hh // p * p, : ww // p * p]
             x = x.reshape(b, hh // p, p, ww // p, p, c).transpose(0, 1, 3, 2, 4, 5)
             x = x.reshape(b, (hh // p) * (ww // p), p * p * c)
-        scheme = init_lib.Scheme(*self.init_scheme)
+        scheme = initializers.Scheme(*self.init_scheme)
         h = nn.Dense(self.dim, name="embed")(x)
         h = h + self.param("pos", nn.initializers.normal(0.02), h.shape[1:])
         aux = new_aux()

@@ -24,11 +24,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from actlab import files
+from actlab import sinks as writers
 from actlab.config import Config
-from actlab.engine import cadence as schedule
-from actlab.engine import devices, step
-from actlab.engine import loop as program
+from actlab.engine import cadence, devices, loop, step
 from actlab.engine.experiment import Experiment, build, device_data, initial_state, resolved_init
+from actlab.engine.resolve import resolve
 from actlab.measure import metrics
 from actlab.runs import checkpoint, rundir
 from actlab.runs.records import (
@@ -41,7 +41,6 @@ from actlab.runs.records import (
     to_records,
 )
 from actlab.runs.rundir import RunDirError
-from actlab.sinks import base as writers
 
 __all__ = ["run", "build", "RunDirError", "enable_compilation_cache", "Experiment"]
 
@@ -62,7 +61,7 @@ def enable_compilation_cache(path: str | None = None) -> None:
 def per_call(config: Config) -> int:
     """Log steps per program call (train.log_steps_per_call, auto resolved)."""
     k = config.train.log_steps_per_call
-    return schedule.auto_per_call(config.train.log_every) if k == "auto" else int(k)
+    return cadence.auto_per_call(config.train.log_every) if k == "auto" else int(k)
 
 
 def preact_histograms(hists: dict[str, np.ndarray], k: int) -> dict[str, writers.Histograms]:
@@ -82,10 +81,10 @@ class Recorder:
         self.writer, self.trackers, self.members = writer, trackers, members
         self.density = density  # where the SLQ arrays of the Hessian probe go (None: nowhere)
         self.bar, self.summary, self.t0 = bar, summary, t0
-        self.summary_due = schedule.Every(SUMMARY_INTERVAL)
+        self.summary_due = cadence.Every(SUMMARY_INTERVAL)
         self.last_wall = time.perf_counter() - t0
 
-    def __call__(self, call: schedule.Call, m: dict[str, Any], running: bool = True
+    def __call__(self, call: cadence.Call, m: dict[str, Any], running: bool = True
                  ) -> np.ndarray:
         """Write the records of one call; return the members' diverged_at after it."""
         m = jax.device_get(m)
@@ -146,6 +145,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     `sinks` replaces the writers named by logger.sinks.
     """
     t0 = time.perf_counter()
+    config = resolve(config)
     run_dir = Path(run_dir)
     tc = config.train
     devices.initialize()
@@ -174,7 +174,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
         tc.checkpoint_every > 0 or mode == "resume") else None
     if mode == "resume":
         state = ckpt.restore(start, state)
-        kept = rundir.replay_records(run_dir, start, members, trackers, rewrite=primary)
+        kept = rundir.refeed_records(run_dir, start, members, trackers, rewrite=primary)
         t0 -= max((r["wall_time"] for r in kept), default=0.0)
         summary["resumed_from"] = start
         print(f"resuming {run_dir} from step {start}", flush=True)
@@ -187,13 +187,13 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     state, d = devices.place(state, d, lay)
     summary["devices"], summary["mesh"] = lay.devices, lay.shape()
     k = per_call(config)
-    names = program.measurement_names(exp)
+    names = loop.measurement_names(exp)
     every = {"eval": tc.eval_every, **{n: p.every for n, p in config.probes.active.items()}}
-    calls = schedule.plan(tc.steps, tc.log_every, every, tc.checkpoint_every, k, start)
+    calls = cadence.plan(tc.steps, tc.log_every, every, tc.checkpoint_every, k, start)
     try:
         t_compile = time.perf_counter()
-        call = program.make_program(exp, k, lay).lower(
-            state, d, program.plan_arrays(calls[0], k, names)).compile()
+        call = loop.make_program(exp, k, lay).lower(
+            state, d, loop.plan_arrays(calls[0], k, names)).compile()
         summary["compile_seconds"] = round(time.perf_counter() - t_compile, 3)
         for tr in trackers:
             tr.compile_seconds = summary["compile_seconds"]
@@ -215,7 +215,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
                     pending = None
                 writer.flush()
                 ckpt.save(c.slots[0].step, state)
-            state, m = call(state, d, program.plan_arrays(c, k, names))
+            state, m = call(state, d, loop.plan_arrays(c, k, names))
             if pending is not None:
                 record(*pending)
             pending = (c, m)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from actlab.config import Config, Target
-from actlab.engine import axes
+from actlab.config.axes import LearningRate
 from actlab.files import atomic_write, clean, read_metrics
 
 PER_MEMBER_SUMMARY = ("final_train_loss", "final_eval_loss", "final_eval_acc", "best_eval_acc",
@@ -137,7 +137,7 @@ def to_records(m: dict[str, np.ndarray], step: int, wall: float,
 
 def run_group(config: Config) -> str:
     """A short name of the configuration (W&B group): what differs from the defaults."""
-    lr_swept = any(isinstance(a, axes.LearningRate) for a in config.train.vmap)
+    lr_swept = any(isinstance(a, LearningRate) for a in config.train.vmap)
     parts = [config.activation.name, config.model.name, f"d{config.model.depth}",
              config.dataset.name, f"{config.optimizer.name}"
              + (f"@{config.optimizer.lr:g}" if not lr_swept else "")]

@@ -1,4 +1,4 @@
-"""The run directory's lifecycle: prepare it, compare configurations, replay kept records.
+"""The run directory's lifecycle: prepare it, compare configurations, re-feed kept records.
 
 A directory holding a completed run is never retrained; one holding a run of
 another configuration is never touched; a killed run resumes from its newest
@@ -16,6 +16,7 @@ from typing import Any
 
 from actlab import files
 from actlab.config import PROBE_SECTIONS, Config
+from actlab.engine.resolve import resolve
 from actlab.errors import UserError
 from actlab.runs import checkpoint
 from actlab.runs.records import Tracker
@@ -37,7 +38,7 @@ def _current(cfg: dict[str, Any]) -> dict[str, Any]:
     probes = {name: {k: v for k, v in (p or {}).items() if k in known.get(name, ())}
               for name, p in (cfg.get("probes") or {}).items() if name in known}
     try:  # (probe settings that no longer exist, e.g. an unused iters, are dropped)
-        return Config.from_dict({**cfg, "probes": probes}).to_dict()
+        return resolve(Config.from_dict({**cfg, "probes": probes})).to_dict()
     except Exception:  # noqa: BLE001 - a config this version cannot read compares as stored
         return cfg
 
@@ -90,7 +91,7 @@ def prepare(config: Config, run_dir: Path) -> tuple[str, int | None]:
     return "fresh", None
 
 
-def replay_records(run_dir: Path, start: int, members: list[dict[str, Any]],
+def refeed_records(run_dir: Path, start: int, members: list[dict[str, Any]],
                    trackers: list[Tracker], rewrite: bool = True) -> list[dict[str, Any]]:
     """Keep the records before `start`, feed them to the trackers, and (`rewrite`: the
     process that writes the run directory) rewrite metrics.jsonl with them."""

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from actlab.files import clean
-from actlab.sinks.base import Histograms, NullWriter, Record
+from actlab.sinks.base import Histograms, NullWriter, Record, Writer
 
 _LAYER = re.compile(r"^(.+)/(\d+)$")
 
@@ -142,3 +142,9 @@ class TensorBoardWriter(NullWriter):
         for run in self.runs.values():
             run.close()
         self.runs.clear()
+
+
+def make(run_dir: str | os.PathLike, *, members: list[dict[str, Any]] | None = None,
+         **context: Any) -> Writer:
+    """The TensorBoard sink (its runs named after the members)."""
+    return TensorBoardWriter(run_dir, members=members)

@@ -26,8 +26,21 @@ from actlab.analysis.plots.style import _styled, _subplots, color_for
 __all__ = ["phase_diagram", "signal_propagation", "signal_propagation_rows", "profile"]
 
 _QUANTITIES = ("q", "c", "grad")
-_FLAT = re.compile(r"^(q|c|grad_norm)/(\d+)$")  # metrics.jsonl keys: q/0, c/3, grad_norm/1
-_PROFILE_KEYS = {"layer", "q", "c", "grad_norm", "grad_ratio"}
+# metrics.jsonl keys: q/0, c/3, grad_norm/1, delta_norm/2
+_FLAT = re.compile(r"^(q|c|grad_norm|delta_norm)/(\d+)$")
+_PROFILE_KEYS = {"layer", "q", "c", "grad_norm", "delta_norm", "grad_ratio", "grad"}
+# what a profile's 'grad' (relative to the last hidden layer) was computed from
+GRAD_FROM = {
+    "theory": "sqrt(grad_ratio): predicted backward signal E|delta_l|^2 / E|delta_last|^2",
+    "delta_norm": "delta_norm/l: RMS per-example backward signal |d loss_b / d z_l|",
+    "grad_norm_scaled": "grad_norm/l / sqrt(fan_in_l * mean input_l^2 + 1)",
+    "grad_norm": "grad_norm/l, unscaled (layer 0 left out: its fan-in is the input's)",
+}
+_GRAD_AXIS = {  # the same, as the measured markers' axis label
+    "delta_norm": r"measured: delta_norm, $\|\partial\ell_b/\partial z_l\|$ (RMS)",
+    "grad_norm_scaled": r"measured: grad_norm$_l\,/\sqrt{n_l\langle x_l^2\rangle + 1}$",
+    "grad_norm": "measured: grad_norm (unscaled, no layer 0)",
+}
 
 
 def _phase_label(ax, w: np.ndarray, b: np.ndarray, mask: np.ndarray, text: str) -> None:
@@ -123,20 +136,30 @@ def _is_profile(d: Mapping) -> bool:
 
 
 def _rel(g: np.ndarray) -> np.ndarray:
-    """A gradient-norm profile relative to its last layer."""
+    """A per-layer profile relative to its last layer."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return g / g[-1] if g.size else g
 
 
-def profile(data: Mapping | pd.DataFrame) -> dict[str, np.ndarray]:
-    """{'q', 'c', 'grad'} arrays ordered by hidden layer, from any of the accepted forms.
+def profile(data: Mapping | pd.DataFrame, *,
+            grad_scale: Sequence[float] | np.ndarray | None = None) -> dict[str, Any]:
+    """{'q', 'c', 'grad', 'grad_from'} ordered by hidden layer, from any of the accepted forms.
 
     Accepted: theory.predict_layers's dict (q, c, grad_ratio), a dict of arrays q, c,
-    grad_norm (optionally with layer), a metrics record with flat keys q/<l>, c/<l>,
-    grad_norm/<l> (l = 0 for the first hidden layer), a wide frame with those columns, or a
-    tidy frame (metric, layer, value; the first step and the mean over seeds and runs).
-    'grad' is the gradient norm relative to the last hidden layer: sqrt(grad_ratio) for a
-    prediction (grad_ratio is a ratio of squared norms), grad_norm / grad_norm[last] else.
+    delta_norm and/or grad_norm (optionally with layer), a metrics record with flat keys
+    q/<l>, c/<l>, delta_norm/<l>, grad_norm/<l> (l = 0 for the first hidden layer), a wide
+    frame with those columns, a tidy frame (metric, layer, value; the first step and the
+    mean over seeds and runs), or a profile (passed through).
+
+    'grad' is the backward signal relative to the last hidden layer, and 'grad_from' (a key
+    of GRAD_FROM) says what it was computed from: for a prediction sqrt(grad_ratio)
+    (grad_ratio = E|delta_l|^2 / E|delta_last|^2, delta_l = d loss / d z_l); for a
+    measurement delta_norm / delta_norm[last] when logged, which is what chi_1 governs, else
+    grad_norm / grad_scale relative to the last layer, with `grad_scale` the per-layer
+    sqrt(fan_in_l * mean input_l^2 + 1) that turns a Dense layer's gradient norm into its
+    backward signal (actlab.analysis.report.grad_norm_scale). Without `grad_scale` a
+    gradient norm is shown unscaled for the hidden layers that share the width as fan-in,
+    and layer 0, whose fan-in is the input's, is left out (NaN).
     """
     if isinstance(data, pd.DataFrame):
         if {"metric", "value", "layer"} <= set(data.columns):
@@ -147,27 +170,36 @@ def profile(data: Mapping | pd.DataFrame) -> dict[str, np.ndarray]:
             data = {f"{m}/{int(layer)}": v for (m, layer), v in table.items()}
         else:
             frame = data.sort_values("layer") if "layer" in data.columns else data
-            data = {k: frame[k].to_numpy(float) for k in ("q", "c", "grad_norm", "grad_ratio")
-                    if k in frame.columns}
+            data = {k: frame[k].to_numpy(float) for k in
+                    ("q", "c", "grad_norm", "delta_norm", "grad_ratio") if k in frame.columns}
+    order = np.argsort(np.asarray(data["layer"])) if "layer" in data else None
+    raw: dict[str, np.ndarray] = {}
+    for k in ("q", "c", "grad_norm", "delta_norm", "grad_ratio", "grad"):
+        if k in data:
+            v = np.asarray(data[k], float)
+            raw[k] = v[order] if order is not None else v
     flat: dict[str, dict[int, float]] = {}
     for k, v in data.items():
         m = _FLAT.match(str(k))
         if m:
             flat.setdefault(m.group(1), {})[int(m.group(2))] = float(v)
-    out = {k: np.asarray(data[k], float) for k in ("q", "c") if k in data}
-    order = np.argsort(np.asarray(data["layer"])) if "layer" in data else None
-    if order is not None:
-        out = {k: v[order] for k, v in out.items()}
     for k, by_layer in flat.items():
-        out["grad" if k == "grad_norm" else k] = np.array([by_layer[i] for i in sorted(by_layer)])
-    if "grad_ratio" in data:
-        g = np.asarray(data["grad_ratio"], float)
-        out["grad"] = np.sqrt(g[order] if order is not None else g)
-    elif "grad_norm" in data:
-        g = np.asarray(data["grad_norm"], float)
-        out["grad"] = g[order] if order is not None else g
-    if "grad" in out and ("grad_ratio" not in data):
-        out["grad"] = _rel(out["grad"])
+        raw[k] = np.array([by_layer[i] for i in sorted(by_layer)])
+    out: dict[str, Any] = {k: raw[k] for k in ("q", "c") if k in raw}
+    if "grad" in raw:  # already a profile
+        out["grad"], out["grad_from"] = raw["grad"], str(data.get("grad_from", "theory"))
+    elif "grad_ratio" in raw:
+        out["grad"], out["grad_from"] = np.sqrt(raw["grad_ratio"]), "theory"
+    elif "delta_norm" in raw:
+        out["grad"], out["grad_from"] = _rel(raw["delta_norm"]), "delta_norm"
+    elif "grad_norm" in raw and grad_scale is not None:
+        g = raw["grad_norm"] / np.asarray(grad_scale, float)
+        out["grad"], out["grad_from"] = _rel(g), "grad_norm_scaled"
+    elif "grad_norm" in raw:
+        g = _rel(raw["grad_norm"])
+        if g.size > 1:
+            g[0] = np.nan
+        out["grad"], out["grad_from"] = g, "grad_norm"
     return out
 
 
@@ -196,10 +228,18 @@ def _draw(axes, curves, log_q: bool | None, title: str = "") -> list[Line2D]:
         axes[0].set_yscale("log")
     axes[1].set_ylim(top=1.03)
     axes[2].set_yscale("log")
-    titles = (r"variance $q_l$", r"correlation $c_l$", "gradient norm / last layer's")
+    lo, hi = axes[2].get_ylim()
+    if 0 < lo < hi < 10 * lo:  # at least a decade, so that finite-width scatter reads as such
+        mid = np.sqrt(lo * hi)
+        axes[2].set_ylim(mid / np.sqrt(10), mid * np.sqrt(10))
+    titles = (r"variance $q_l$", r"correlation $c_l$",
+              r"backward signal $\|\delta_l\|$ / last layer's")
     for ax, t in zip(axes, titles, strict=True):
         ax.set(title=f"{title}: {t}" if title else t, xlabel="hidden layer (0 = first)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    sources = dict.fromkeys(m["grad_from"] for *_, m in curves if m.get("grad_from") in _GRAD_AXIS)
+    if sources:  # what the markers are; the lines are sqrt(grad_ratio) of the theory
+        axes[2].set_ylabel("\n".join(_GRAD_AXIS[s] for s in sources), fontsize=8)
     handles = [Line2D([], [], color=colour, lw=1.6, label=str(label))
                for label, colour, _, _ in curves]
     return handles + [Line2D([], [], color="0.3", lw=1.6, label="theory (mean field)"),
@@ -210,10 +250,11 @@ def _draw(axes, curves, log_q: bool | None, title: str = "") -> list[Line2D]:
 @_styled
 def signal_propagation(predicted: Mapping, measured: pd.DataFrame | Mapping | None = None, *,
                        label: str | None = None, log_q: bool | None = None) -> Figure:
-    """Predicted (lines) vs measured (markers) q_l, c_l and gradient norm per hidden layer.
+    """Predicted (lines) vs measured (markers) q_l, c_l and backward signal per hidden layer.
 
     Three panels: the pre-activation variance q_l, the correlation c_l of two inputs, and the
-    gradient norm relative to the last hidden layer (log scale). `predicted` is
+    backward signal |d loss / d z_l| relative to the last hidden layer (log scale; measured:
+    delta_norm, or a gradient norm as `profile` scales it, named on the axis). `predicted` is
     theory.predict_layers's dict (or a mapping label -> such dicts); `measured` is any form
     `profile` accepts (or a mapping label -> one; a tidy frame with an `activation` column
     is split by it). Layers are matched in order, 0 = the first hidden layer (predict_layers's

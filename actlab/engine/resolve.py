@@ -1,0 +1,57 @@
+"""A config checked against the registries and completed with their defaults.
+
+`actlab.config` validates what it can without the registries (it imports no jax);
+`resolve` does the rest: the activation, model and dataset exist and take the given
+parameters (their defaults filled in, so `to_dict` is the full configuration), the
+per-layer activations match the model's layers, and vmapped activation parameters exist.
+Resolving twice is resolving once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from actlab import activations, data, models, sinks
+from actlab.config import Config, ConfigError
+from actlab.config.axes import AxisError
+from actlab.engine import axes
+from actlab.errors import UserError
+
+
+def resolve(config: Config) -> Config:
+    """`config` checked against the registries, with their defaults filled in."""
+    if config.resolved:
+        return config
+    try:
+        act = config.activation
+        activations.spec(act.name, **act.params)
+        model = _model(config)
+        ds = config.dataset
+        data.check(ds.name, ds.params)
+        ds = dataclasses.replace(ds, params={**data.params_of(ds.name), **ds.params})
+        for a in config.train.vmap:
+            axes.check(a, {"name": act.name, **act.params})
+        for s in config.logger.sinks:
+            sinks.get(s)
+    except (AxisError, activations.ActivationError, models.ModelError, data.DataError) as e:
+        raise ConfigError(str(e)) from None
+    return dataclasses.replace(config, model=model, dataset=ds, resolved=True)
+
+
+def _model(config: Config):
+    m = config.model
+    name = m.name
+    if name not in models.names():
+        raise ConfigError(f"unknown model.name '{name}'; choose from: {', '.join(models.names())}")
+    n = models.check(name, m.params)
+    acts = m.activations
+    if acts is not None:
+        if len(acts) != n:
+            raise ConfigError(f"model.activations has {len(acts)} entries but model '{name}' "
+                              f"has {n} activation layers")
+        for a in acts:
+            try:
+                activations.spec(a)
+            except UserError as e:
+                raise ConfigError(f"model.activations: {e}") from None
+    return dataclasses.replace(m, params={**models.params_of(name), **m.params}, num_layers=n)
