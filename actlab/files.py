@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 METRICS_FILE = "metrics.jsonl"
+DENSITY_FILE = "hessian_density.jsonl"  # the Hessian probe's SLQ nodes and weights
 SUMMARY_FILE = "summary.json"
 
 

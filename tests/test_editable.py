@@ -154,6 +154,11 @@ INSTALLED = ("import json, pkgutil, actlab, hydra_plugins, hydra_plugins.actlab_
              "hydra_plugins.__path__)]}))\n")
 
 
+def fresh_env() -> dict[str, str]:
+    """The environment for the new venv's processes: no PYTHONPATH to reach another actlab."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def _version(dist: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in importlib.metadata.version(dist).split(".")[:2])
@@ -173,7 +178,7 @@ def editable_install(tmp_path: Path) -> tuple[Path, Path]:
     python = env / "bin" / "python"
     site = Path(subprocess.check_output(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        text=True).strip())
+        text=True, env=fresh_env()).strip())
     # pip and actlab's dependencies come from this environment, as plain sys.path entries: its
     # .pth files (its own editable actlab among them) are not run for such an entry
     deps = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
@@ -183,7 +188,7 @@ def editable_install(tmp_path: Path) -> tuple[Path, Path]:
     isolation = ["--no-build-isolation"] if _version("setuptools") >= (77,) else []
     p = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--ignore-installed",
                         "--disable-pip-version-check", *isolation, "-e", str(src)],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env=fresh_env())
     assert p.returncode == 0, p.stdout + p.stderr
     assert list(site.glob("__editable__*actlab*finder.py")), "not a PEP 660 (import hook) install"
     return python, src
@@ -192,7 +197,8 @@ def editable_install(tmp_path: Path) -> tuple[Path, Path]:
 @pytest.mark.slow
 def test_optuna_study_of_two_trials_from_an_editable_install(tmp_path):
     python, src = editable_install(tmp_path)
-    where = json.loads(subprocess.check_output([python, "-c", INSTALLED], text=True, cwd=tmp_path))
+    where = json.loads(subprocess.check_output([python, "-c", INSTALLED], text=True,
+                                               cwd=tmp_path, env=fresh_env()))
     assert Path(where["actlab"]).is_relative_to(src)
     assert Path(where["sweepers"]).is_relative_to(src)
     assert "actlab_sweepers" not in where["listed"]  # what Hydra 1.3's scan cannot see
@@ -203,7 +209,7 @@ def test_optuna_study_of_two_trials_from_an_editable_install(tmp_path):
          "train.probe_size=64", "train.batch_size=32", "model.width=8", "logger.progress=false",
          f"hydra.sweep.dir={sweep}"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+        env={**fresh_env(), "HYDRA_FULL_ERROR": "1"})
     assert p.returncode == 0, p.stdout + p.stderr
     assert yaml.safe_load((sweep / "multirun.yaml").read_text())["hydra"]["sweeper"][
         "_target_"] == OPTUNA

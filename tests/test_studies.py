@@ -1,8 +1,15 @@
-"""Reduced versions of the studies in experiments/: each asserts its qualitative finding."""
+"""Reduced versions of the studies in experiments/: each asserts its qualitative finding.
+
+The summaries (python -m experiments.summarise, experiments/registry.py) are run the way the
+READMEs run them, from the repository root in a subprocess: `experiments` is a package of
+the checkout, not of the installed actlab.
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +24,20 @@ from actlab.runs import driver as train
 from actlab.runs import retrain as replay
 from conftest import read_records
 
-STUDIES = Path(__file__).resolve().parent.parent / "experiments"
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES = ROOT / "experiments"
+SUMMARISE = "python -m experiments.summarise"
+
+
+def study_dirs() -> list[Path]:
+    """Every folder of experiments/ (each one a study), without __pycache__ and the like."""
+    return sorted(p for p in STUDIES.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+
+
+def from_root(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python ARGS` run in the repository root (as the READMEs' commands are)."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def study(name: str, *overrides: str) -> Config:
@@ -40,12 +60,13 @@ def final_records(tmp_path: Path, name: str, activations: tuple[str, ...], steps
     return out
 
 
-def test_every_study_has_a_readme_with_its_command_and_a_config_that_composes():
-    for d in sorted(p for p in STUDIES.iterdir() if p.is_dir()):
+def test_every_study_has_a_readme_with_its_commands_and_a_config_that_composes():
+    for d in study_dirs():
         first = (d / "study.yaml").read_text().splitlines()[0]
         assert first == f"# actlab-train -m --config-dir experiments/{d.name} --config-name study"
         readme = (d / "README.md").read_text()
         assert first[2:] in readme and "## Result" in readme
+        assert f"{SUMMARISE} {d.name}" in readme, d.name  # its summary command
         settings = yaml.safe_load((d / "study.yaml").read_text())
         cfg = study(d.name)  # composed and validated
         resolved = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists
@@ -186,3 +207,50 @@ def test_activation_zoo_linear_network_stays_near_logistic_regression(tmp_path):
     assert (acc["relu"] > acc["identity"] + 0.15).all()
     # hard_sigmoid: phi' = 1/6 at best and 0 past |z| = 3 under He init; far behind relu
     assert (acc["hard_sigmoid"] < acc["relu"] - 0.1).all()
+
+
+REGISTRY_DUMP = """
+import inspect, json
+from experiments.registry import SUMMARIES
+print(json.dumps({name: [f.__module__, f.__name__, list(inspect.signature(f).parameters)]
+                  for name, f in SUMMARIES.items()}))
+"""
+
+
+def test_the_registry_has_one_summary_per_study_folder_each_in_its_folder():
+    p = from_root("-c", REGISTRY_DUMP)
+    assert p.returncode == 0, p.stderr[-3000:]
+    table = json.loads(p.stdout)
+    folders = {d.name for d in study_dirs() if (d / "study.yaml").is_file()}
+    assert sorted(table) == sorted(folders)  # every study is in the table...
+    for name, (module, func, params) in table.items():
+        assert (STUDIES / name / "study.yaml").is_file(), name  # ...and every entry a study
+        assert (module, func) == (f"experiments.{name}.summarise", "summarise"), name
+        assert params == ["sweep", "out_dir"], name  # the common signature
+    assert "sys.path" not in "".join(f.read_text() for f in STUDIES.rglob("*.py"))
+
+
+def test_summarise_rejects_an_unknown_study_in_one_line_naming_the_known_ones():
+    p = from_root("-m", "experiments.summarise", "no_such_study", timeout=300)
+    known = ", ".join(sorted(d.name for d in study_dirs()))
+    assert p.returncode == 2
+    assert p.stderr == (f"{SUMMARISE}: error: unknown study 'no_such_study'; "
+                        f"known: {known}\n")
+    assert p.stdout == ""
+
+
+def test_summarise_writes_results_and_report_figures_of_a_sweep(tmp_path):
+    for act in ("relu", "identity"):  # playground: the cheapest study to train
+        cfg = study("playground", "dataset=circle", f"activation={act}", "train.steps=200",
+                    "train.seeds=2", "train.log_every=100", "train.eval_every=100")
+        train.run(cfg, tmp_path / "sweep" / act)
+    out = tmp_path / "out"
+    p = from_root("-m", "experiments.summarise", "playground", str(tmp_path / "sweep"),
+                  "--out", str(out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.strip() == f"wrote {out / 'results.md'}"
+    lines = (out / "results.md").read_text().splitlines()
+    assert lines[0].startswith("| dataset | activation | best test loss |")
+    assert {ln.split(" | ")[1] for ln in lines[2:]} == {"identity", "relu"}
+    for png in ("grad_norm_init.png", "convergence.png", "learning_curves.png"):
+        assert (out / png).stat().st_size > 0, png

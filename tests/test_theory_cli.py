@@ -15,10 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actlab import theory
+from actlab import analysis, data, theory
+from actlab.analysis import report
 from actlab.analysis.plots import theory as plots_theory
 from actlab.analysis.plots.style import color_for, offscreen
 from actlab.cli.theory import theory_main
+from actlab.runs import driver as train
+from conftest import make_config
 
 ROOT = Path(__file__).resolve().parent.parent
 Z, WZ = np.polynomial.hermite_e.hermegauss(201)
@@ -212,6 +215,7 @@ def test_signal_propagation_draws_prediction_lines_and_measured_markers():
     meas |= {f"c/{l}": 0.3 + 0.1 * l for l in range(5)}
     meas |= {f"grad_norm/{l}": 2.0 ** (-l) for l in range(5)} | {"grad_norm/out": 9.0,
                                                                   "step": 0}
+    meas |= {f"delta_norm/{l}": 3.0 ** (-l) for l in range(5)}  # preferred over grad_norm
     with offscreen():
         fig = plots_theory.signal_propagation(pred, meas, label="tanh")
     assert len(fig.axes) == 3
@@ -222,11 +226,22 @@ def test_signal_propagation_draws_prediction_lines_and_measured_markers():
     np.testing.assert_array_equal(c_line.get_ydata(), pred["c"])
     np.testing.assert_allclose(c_pts.get_ydata(), 0.3 + 0.1 * np.arange(5))
     np.testing.assert_allclose(g_line.get_ydata(), np.sqrt(pred["grad_ratio"]))
-    np.testing.assert_allclose(g_pts.get_ydata(), 2.0 ** (4 - np.arange(5)))  # / last layer
+    np.testing.assert_allclose(g_pts.get_ydata(), 3.0 ** (4 - np.arange(5)))  # / last layer
+    assert "delta_norm" in fig.axes[2].get_ylabel()
     assert q_pts.get_linestyle() == "None" and q_line.get_linestyle() == "-"
     for line in (q_line, q_pts, g_pts):
         assert matplotlib.colors.to_hex(line.get_color()) == color_for("tanh").lower()
     assert fig.axes[2].get_yscale() == "log"
+    # without delta_norm: grad_norm / grad_scale, or unscaled without layer 0 (its fan-in)
+    grads = {k: v for k, v in meas.items() if not k.startswith("delta_norm")}
+    scale = np.array([0.5, 4.0, 4.0, 2.0, 1.0])
+    scaled = plots_theory.profile(grads, grad_scale=scale)
+    assert scaled["grad_from"] == "grad_norm_scaled"
+    np.testing.assert_allclose(scaled["grad"], 2.0 ** (4 - np.arange(5)) / scale)
+    raw = plots_theory.profile(grads)
+    assert raw["grad_from"] == "grad_norm" and np.isnan(raw["grad"][0])
+    np.testing.assert_allclose(raw["grad"][1:], 2.0 ** (4 - np.arange(1, 5)))
+    assert plots_theory.profile(scaled)["grad_from"] == "grad_norm_scaled"  # passed through
 
 
 def test_signal_propagation_takes_a_tidy_frame_with_one_colour_per_activation():
@@ -248,6 +263,51 @@ def test_signal_propagation_takes_a_tidy_frame_with_one_colour_per_activation():
     assert got[color_for("relu").lower()] == [2.5, 4.5, 6.5]
     assert got[color_for("tanh").lower()] == [1.5, 2.5, 3.5]
     assert not fig.axes[1].lines  # no correlation measured or predicted: an empty panel
+
+
+def test_report_backward_signal_of_layer_0_follows_chi1_despite_the_input_fan_in(tmp_path):
+    # relu on 2-D inputs: layer 0's kernel has fan-in 2, the hidden ones the width. chi_1 =
+    # sigma_w2 E[phi'(z)^2] = sigma_w2 / 2 for any input distribution (z is symmetric), so
+    # layer 0's backward signal over the last hidden layer's is (sigma_w2 / 2)^((L - 1) / 2).
+    depth, width, seeds, w, b, gains = 4, 256, 2, 1.5, 0.1, (1.0, 1.2)
+    cfg = make_config(activation={"name": "relu"}, dataset={"name": "moons"},
+                      model={"depth": depth, "width": width},
+                      init={"sigma_w2": w, "sigma_b2": b},
+                      train={"steps": 1, "log_every": 1, "seeds": seeds, "probe_size": 256,
+                             "batch_size": 64, "metrics": ["grad_norm", "delta_norm", "q", "c"],
+                             "vmap": {"init": {"gain": list(gains)}}})
+    train.run(cfg, tmp_path)
+    df = analysis.load_run(tmp_path)
+    # Finite width: per example, going back one layer |delta_l|^2 / |delta_{l+1}|^2 =
+    # (sigma_w2 / W) sum_i phi'_i g_i^2 (g_i iid N(0, 1), phi'_i in {0, 1} with p = 1/2), whose
+    # relative variance is (3 E[phi'^4] / E[phi'^2]^2 - 1) / W = 5 / W; the RMS over the batch is
+    # a weighted mean of such ratios (variance no larger) and the report averages the seeds. So
+    # sd(log of the norm ratio over L - 1 layers) <= sqrt(5 (L - 1) / (4 W S)); allow 4 sd.
+    tol = 4 * math.sqrt(5 * (depth - 1) / (4 * width * seeds))
+    table = report.signal_table(report.signal_rows(df)[0])
+    x = np.asarray(data.load("moons").x_train[:256], np.float64)
+    q0 = float(np.mean(x * x))
+    s0 = df[(df["step"] == 0) & df["layer"].notna()]
+    for gain in gains:
+        wg = gain**2 * w
+        row = table[np.isclose(table["sigma_w2"], wg) & (table["layer"] == 0)].iloc[0]
+        expected = (wg / 2) ** ((depth - 1) / 2)
+        assert row["grad_predicted"] == pytest.approx(expected, rel=1e-6)
+        assert row["grad_measured_from"] == "delta_norm"
+        assert abs(math.log(row["grad_measured"] / expected)) < tol, (gain, row["grad_measured"])
+        # the old comparison, grad_norm/0 over grad_norm/last, is off by about
+        # sqrt((2 q0 + 1) / (W <h^2> + 1)): the input's fan-in against the width
+        member = s0[np.isclose(s0["init.gain"], gain)]
+        grad = member[member["metric"] == "grad_norm"].groupby("layer")["value"].mean()
+        assert abs(math.log(grad.iloc[0] / grad.iloc[-1] / expected)) > tol
+        # without delta_norm: grad_norm / sqrt(fan_in <x_in^2> + 1), layer 0's input the data
+        q = member[member["metric"] == "q"].groupby("layer")["value"].mean().to_numpy()
+        g0 = grad.iloc[0] / math.sqrt(2 * q0 + 1)
+        g_last = grad.iloc[-1] / math.sqrt(width * (q[-1] - b) / wg + 1)
+        fallback = report.signal_table(report.signal_rows(df[df["metric"] != "delta_norm"])[0])
+        row = fallback[np.isclose(fallback["sigma_w2"], wg) & (fallback["layer"] == 0)].iloc[0]
+        assert row["grad_measured_from"] == "grad_norm_scaled"
+        assert row["grad_measured"] == pytest.approx(g0 / g_last, rel=1e-6)
 
 
 def test_import_and_figures_leave_matplotlib_alone():

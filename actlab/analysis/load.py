@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from actlab.files import atomic_write, read_metrics
+from actlab.files import DENSITY_FILE, atomic_write, read_metrics
 
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -170,7 +170,6 @@ def load_density(run_dir: str | os.PathLike) -> pd.DataFrame:
     where the measurement was not finite). Where a resumed run measured a step twice,
     the later line is kept. Empty without the file.
     """
-    from actlab.runs.records import DENSITY_FILE  # the engine's modules: imported on use
 
     lines, _ = read_metrics(Path(run_dir) / DENSITY_FILE)
     if not lines:

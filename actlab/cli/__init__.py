@@ -22,6 +22,7 @@ from actlab.cli.checks import (
     readme,
     unknown_key,
 )
+from actlab.cli.plugins import register_plugins
 
 __all__ = ["GROUPS", "check_group_choices", "check_keys", "check_output_dir", "config_dir",
            "readme", "unknown_key", "run_job", "objective", "train_main", "activations_main",
@@ -127,6 +128,7 @@ def train_main() -> None:
     """actlab-train: Hydra app over configs/."""
     from omegaconf import OmegaConf
 
+    register_plugins()  # before check_keys composes: Hydra 1.3 misses editable plugins
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     argv = quote_targets(sys.argv[1:])
     check_group_choices(argv)

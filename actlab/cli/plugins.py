@@ -38,7 +38,7 @@ def register_plugins() -> None:
         spec = None
     if spec is None or not spec.submodule_search_locations:
         return  # not installed: Hydra reports the unknown sweeper itself
-    # Hydra's registry key for a class; the same name twice would be the same plugin twice
+    # by Hydra's registry key: register() is not documented to skip a class it holds already
     known = {f"{c.__module__}.{c.__name__}" for c in plugins.discover(Plugin)}
     # The spec holds the package's real directory, which pkgutil can list even where it cannot
     # list the editable hook behind `hydra_plugins.__path__`.

@@ -129,7 +129,6 @@ OBJECTIVES = ("final_eval_acc", "best_eval_acc", "final_eval_loss", "final_train
               "steps_to_target", "time_to_target", "loss_auc")
 HEADS = ("softmax", "one_vs_all")
 LOSSES = ("cross_entropy", "mse")
-PROBES = ("hessian", "noise_scale", "gsnr", "weights")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,50 +228,26 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class HessianProbeConfig:
-    """Curvature of the probe-batch loss: top-k eigenvalues, trace, density, layer blocks."""
-
-    every: int = field(0, lo=0)  # steps between measurements (on the next log step); 0: off
-    k: int = field(3, lo=1)  # largest eigenvalues recorded (hessian/eig_<i>)
-    iters: int = field(20, lo=1)  # Lanczos steps (top-k, SLQ, per-layer blocks)
-    samples: int = field(8, lo=2)  # Rademacher vectors (Hutchinson trace, SLQ density)
-
-    def __post_init__(self):
-        if self.k > self.iters:
-            raise ConfigError(f"probes.hessian.k={self.k} must be <= probes.hessian.iters="
-                              f"{self.iters} (Lanczos finds at most iters eigenvalues)")
-
-
-@dataclasses.dataclass(frozen=True)
-class GradientProbeConfig:
-    """A probe from per-example gradients (noise_scale, gsnr)."""
-
-    every: int = field(0, lo=0)  # steps between measurements (on the next log step); 0: off
-    chunk: int = field(64, lo=1)  # examples per vectorised slice of per-example gradients
-
-
-@dataclasses.dataclass(frozen=True)
-class WeightsProbeConfig:
-    """Spectra of the layers' weight matrices."""
-
-    every: int = field(0, lo=0)  # steps between measurements (on the next log step); 0: off
-
-
-ProbeConfig = HessianProbeConfig | GradientProbeConfig | WeightsProbeConfig
-PROBE_SECTIONS = {"hessian": HessianProbeConfig, "noise_scale": GradientProbeConfig,
-                  "gsnr": GradientProbeConfig, "weights": WeightsProbeConfig}
-
-
-@dataclasses.dataclass(frozen=True)
 class ProbesConfig:
-    hessian: HessianProbeConfig = HessianProbeConfig()  # curvature of the probe-batch loss
-    noise_scale: GradientProbeConfig = GradientProbeConfig()  # gradient-noise scale B_simple
-    gsnr: GradientProbeConfig = GradientProbeConfig()  # gradient signal-to-noise ratio
-    weights: WeightsProbeConfig = WeightsProbeConfig()  # weight-matrix spectra
+    """The probes' settings, name -> settings (actlab.measure.probes): raw mappings as
+    given until the config is resolved, then every registered probe's settings object."""
+
+    settings: Mapping[str, Any] = field(factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        settings = self.__dict__.get("settings", {})
+        if name in settings:
+            return settings[name]
+        raise AttributeError(name)
 
     @property
-    def active(self) -> dict[str, ProbeConfig]:
-        return {k: getattr(self, k) for k in PROBES if getattr(self, k).every > 0}
+    def active(self) -> dict[str, Any]:
+        """The probes switched on (every > 0), by name."""
+        return {k: v for k, v in self.settings.items() if _every(v) > 0}
+
+
+def _every(v: Any) -> int:
+    return int(v.get("every", 0) if isinstance(v, Mapping) else v.every)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,13 +292,11 @@ class Config:
         except axes.AxisError as e:
             raise ConfigError(str(e)) from None
         probes = mapping(d, "probes")
-        no_extra("probes", probes, PROBES)
         return Config(
             activation=_activation(act), model=model, dataset=_dataset(d),
             optimizer=section(OptimizerConfig, "optimizer", mapping(d, "optimizer")),
             init=init_cfg, train=section(TrainConfig, "train", mapping(d, "train"), vmap=vmap),
-            probes=ProbesConfig(**{p: section(PROBE_SECTIONS[p], f"probes.{p}",
-                                              mapping(probes, p)) for p in PROBES}),
+            probes=ProbesConfig({p: mapping(probes, p) for p in probes}),
             logger=section(LoggerConfig, "logger", mapping(d, "logger")))
 
     def to_dict(self) -> dict[str, Any]:
@@ -346,7 +319,7 @@ class Config:
             "model": model,
             "dataset": {"name": self.dataset.name, **self.dataset.params},
             "optimizer": _plain(self.optimizer), "init": _plain(self.init), "train": train,
-            "probes": {p: _plain(getattr(self.probes, p)) for p in PROBES},
+            "probes": {p: _plain(v) for p, v in self.probes.settings.items()},
             "logger": _plain(self.logger),
         }
 

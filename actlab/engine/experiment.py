@@ -17,7 +17,7 @@ from actlab.config import axes as config_axes
 from actlab.engine import axes
 from actlab.engine.optim import make_optimizer
 from actlab.engine.resolve import resolve
-from actlab.engine.step import TrainState
+from actlab.engine.state import TrainState
 from actlab.measure import heads
 from actlab.measure.heads import Head
 from actlab.models import initializers

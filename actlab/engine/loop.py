@@ -24,7 +24,8 @@ from actlab.engine import devices, step
 from actlab.engine.cadence import Call
 from actlab.engine.devices import MEMBERS, Layout
 from actlab.engine.experiment import Experiment
-from actlab.measure import heads
+from actlab.measure import probes
+from actlab.measure.heads import Head
 
 MAP_ON_CPU = ("cnn", "resnet", "transformer")  # batched convolutions/attention: slower on CPU
 
@@ -76,27 +77,14 @@ def measurement_names(exp: Experiment) -> tuple[str, ...]:
     return ("eval", *exp.config.probes.active)
 
 
-def probe_functions(exp: Experiment, head: heads.Head) -> dict[str, Callable]:
+def probe_functions(exp: Experiment, head: Head) -> dict[str, Callable]:
     """Each active probe as fn(params, model_state, x, y, key) -> measurements (one member).
 
-    Their keys start with the probe's name (`hessian/`, `noise_scale/`, `gsnr/`,
-    `weights/`), which is how records leave out the probes not run at a step.
+    Their keys start with the probe's name (`hessian/`, `noise_scale/`, ...), which is how
+    records leave out the probes not run at a step.
     """
-    model, active = exp.model, exp.config.probes.active
-    common = {"model": model, "head": head}
-    out: dict[str, Callable] = {}
-    if "hessian" in active:
-        h = active["hessian"]
-        out["hessian"] = functools.partial(step.hessian_probe, **common, k=h.k, iters=h.iters,
-                                           samples=h.samples)
-    if "noise_scale" in active:
-        out["noise_scale"] = functools.partial(step.noise_probe, **common,
-                                               chunk=active["noise_scale"].chunk)
-    if "gsnr" in active:
-        out["gsnr"] = functools.partial(step.gsnr_probe, **common, chunk=active["gsnr"].chunk)
-    if "weights" in active:
-        out["weights"] = functools.partial(step.weights_probe, **common)
-    return out
+    return {name: probes.get(name).make(settings, exp.model, head)
+            for name, settings in exp.config.probes.active.items()}
 
 
 def plan_arrays(call: Call, per_call: int, names: tuple[str, ...]) -> dict[str, Any]:
@@ -128,7 +116,7 @@ def make_program(exp: Experiment, per_call: int = 1, lay: Layout | None = None) 
     loss = step.loss_fn(model, head)
     train_step = functools.partial(step.train_step, model=model, tx=tx, loss_fn=loss)
     evaluate = functools.partial(step.evaluate, model=model, head=head)
-    probes = probe_functions(exp, head)
+    probe_fns = probe_functions(exp, head)
     bins = histogram_bins(exp)
 
     def plain(state, d):
@@ -148,7 +136,7 @@ def make_program(exp: Experiment, per_call: int = 1, lay: Layout | None = None) 
         m.update(step.switched(evaluate, on["eval"], state.params, state.model_state,
                                d["x_test"], d["y_test"]))
         key = step.stream_key(state, step.STREAM_PROBE)
-        for name, fn in probes.items():
+        for name, fn in probe_fns.items():
             m.update(step.switched(fn, on[name], state.params, state.model_state,
                                    d["x_probe"], d["y_probe"], key))
         m["diverged_at"] = new.diverged_at

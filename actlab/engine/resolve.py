@@ -3,7 +3,8 @@
 `actlab.config` validates what it can without the registries (it imports no jax);
 `resolve` does the rest: the activation, model and dataset exist and take the given
 parameters (their defaults filled in, so `to_dict` is the full configuration), the
-per-layer activations match the model's layers, and vmapped activation parameters exist.
+per-layer activations match the model's layers, vmapped activation parameters exist,
+the sinks are registered and each `probes.<name>` section fits its probe's settings.
 Resolving twice is resolving once.
 """
 
@@ -12,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 
 from actlab import activations, data, models, sinks
-from actlab.config import Config, ConfigError
+from actlab.config import Config, ConfigError, ProbesConfig
 from actlab.config.axes import AxisError
 from actlab.engine import axes
 from actlab.errors import UserError
+from actlab.measure import probes
 
 
 def resolve(config: Config) -> Config:
@@ -33,9 +35,11 @@ def resolve(config: Config) -> Config:
             axes.check(a, {"name": act.name, **act.params})
         for s in config.logger.sinks:
             sinks.get(s)
+        probe_settings = probes.settings(config.probes.settings)
     except (AxisError, activations.ActivationError, models.ModelError, data.DataError) as e:
         raise ConfigError(str(e)) from None
-    return dataclasses.replace(config, model=model, dataset=ds, resolved=True)
+    return dataclasses.replace(config, model=model, dataset=ds,
+                               probes=ProbesConfig(probe_settings), resolved=True)
 
 
 def _model(config: Config):

@@ -26,17 +26,16 @@ from tqdm.auto import tqdm
 from actlab import files
 from actlab import sinks as writers
 from actlab.config import Config
-from actlab.engine import cadence, devices, loop, step
+from actlab.engine import cadence, devices, loop
 from actlab.engine.experiment import Experiment, build, device_data, initial_state, resolved_init
 from actlab.engine.resolve import resolve
-from actlab.measure import metrics
+from actlab.measure import metrics, probes
 from actlab.runs import checkpoint, rundir
 from actlab.runs.records import (
-    DENSITY_FILE,
-    DensityFile,
+    ArrayFile,
     Tracker,
     aggregate,
-    density_lines,
+    array_lines,
     run_group,
     to_records,
 )
@@ -77,9 +76,11 @@ class Recorder:
     """Turns each call's measurements into records, trackers, summaries and the bar."""
 
     def __init__(self, writer, trackers: list[Tracker], members: list[dict[str, Any]], bar,
-                 summary: dict[str, Any], t0: float, density: DensityFile | None = None):
+                 summary: dict[str, Any], t0: float,
+                 array_files: dict[str, ArrayFile] | None = None):
         self.writer, self.trackers, self.members = writer, trackers, members
-        self.density = density  # where the SLQ arrays of the Hessian probe go (None: nowhere)
+        # the active probes with array outputs -> their files (None or empty: nowhere)
+        self.array_files = array_files or {}
         self.bar, self.summary, self.t0 = bar, summary, t0
         self.summary_due = cadence.Every(SUMMARY_INTERVAL)
         self.last_wall = time.perf_counter() - t0
@@ -89,10 +90,12 @@ class Recorder:
         """Write the records of one call; return the members' diverged_at after it."""
         m = jax.device_get(m)
         # arrays per probe or log step, not scalars: kept out of the records
-        arrays = {k: m.pop(k) for k in step.DENSITY_KEYS if k in m}
+        arrays = {name: {k: m.pop(k) for k in probes.get(name).arrays if k in m}
+                  for name in self.array_files}
         hists = {k: m.pop(k) for k in metrics.HIST_KEYS if k in m}
         wall = time.perf_counter() - self.t0
-        done, records, density = 0, [], []
+        done, records = 0, []
+        lines: dict[str, list] = {name: [] for name in self.array_files}
         for k, slot in enumerate(call.slots):  # wall times spread over the call's steps
             done += slot.n_plain + slot.apply
             at = self.last_wall + (wall - self.last_wall) * (
@@ -101,9 +104,11 @@ class Recorder:
             rec = to_records(mk, slot.step, at, self.members, slot.on)
             if hists:
                 self.writer.write_histograms(slot.step, preact_histograms(hists, k))
-            if arrays and slot.on.get("hessian"):
-                density += density_lines({key: v[:, k] for key, v in arrays.items()},
-                                         slot.step, rec, self.members)
+            for name, arr in arrays.items():
+                if arr and slot.on.get(name):
+                    lines[name] += array_lines({key: v[:, k] for key, v in arr.items()},
+                                               probes.get(name).arrays, slot.step, rec,
+                                               self.members)
             div = np.asarray(mk["diverged_at"])
             for r in rec:
                 self.trackers[r["member"]].update(r)
@@ -112,8 +117,8 @@ class Recorder:
             records += rec
         self.last_wall = wall
         self.writer.write_records(records)
-        if self.density is not None:
-            self.density.write(density)
+        for name, f in self.array_files.items():
+            f.write(lines[name])
         if running and self.summary_due():
             self.summary["seeds"] = [tr.summary() for tr in self.trackers]
             self.summary["aggregate"] = aggregate(self.summary["seeds"], ci=False)
@@ -204,8 +209,10 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
                                                else progress),
                    desc=f"{label}{config.model.name} {config.activation.name} "
                         f"d{config.model.depth}")
+        files_of = {n: probes.get(n).array_file for n in config.probes.active}
+        arrays = {n: ArrayFile(run_dir / f, start) for n, f in files_of.items() if f}
         record = Recorder(writer, trackers, members, bar, summary, t0,
-                          DensityFile(run_dir / DENSITY_FILE, start) if primary else None)
+                          arrays if primary else None)
         pending = None
         for c in calls:
             if c.checkpoint and ckpt is not None:

@@ -3,7 +3,7 @@
 `to_records` flattens one log step's metrics into one record per member;
 `Tracker` turns a member's records into its convergence summary; `aggregate`
 gives mean, std and a 95% bootstrap interval over members (the plots import
-`bootstrap_ci` from here). `DensityFile` holds the Hessian's SLQ spectral density
+`bootstrap_ci` from here). `ArrayFile` holds a probe's arrays (the Hessian's SLQ spectral density)
 of each probe step, arrays that do not fit a record of scalars.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,11 @@ import numpy as np
 
 from actlab.config import Config, Target
 from actlab.config.axes import LearningRate
-from actlab.files import atomic_write, clean, read_metrics
+from actlab.files import DENSITY_FILE, atomic_write, clean, read_metrics  # noqa: F401
 
 PER_MEMBER_SUMMARY = ("final_train_loss", "final_eval_loss", "final_eval_acc", "best_eval_acc",
                       "steps_to_target", "time_to_target", "time_to_target_excl_compile",
                       "loss_auc", "diverged_at", "eos_step")
-DENSITY_FILE = "hessian_density.jsonl"  # SLQ nodes and weights per (probe step, member)
 SHARPNESS = "hessian/top_eig"
 
 
@@ -145,14 +144,14 @@ def run_group(config: Config) -> str:
     return " ".join(parts)
 
 
-class DensityFile:
-    """DENSITY_FILE of a run directory: one JSON line per (probe step, member).
+class ArrayFile:
+    """A probe's array file in a run directory: one JSON line per (probe step, member).
 
     Each line holds the step, the member's seed and vmapped values (as its records do),
-    and `nodes` and `weights`, [samples][iters] lists: the SLQ quadrature of the
-    Hessian's spectral density (actlab.measure.probes.hessian_slq; `actlab.measure.probes.density`
-    smooths it). Opening it keeps only the lines before step `start` (a resumed run), or
-    none (a fresh run).
+    and one list per array the probe names (the Hessian probe's `nodes` and `weights`,
+    [samples][iters] lists: the SLQ quadrature of its spectral density, in
+    hessian_density.jsonl). Opening it keeps only the lines before step `start` (a
+    resumed run), or none (a fresh run).
     """
 
     def __init__(self, path: str | os.PathLike, start: int | None = None):
@@ -167,19 +166,20 @@ class DensityFile:
                 self.path.unlink()
 
     def write(self, lines: list[dict[str, Any]]) -> None:
+        """Append lines (flushed when the file closes, at once)."""
         if lines:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write("".join(json.dumps(clean(r)) + "\n" for r in lines))
 
 
-def density_lines(arrays: dict[str, np.ndarray], step: int, records: list[dict[str, Any]],
-                  members: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """DensityFile lines of one probe step: one per member that has a record there.
+def array_lines(arrays: dict[str, np.ndarray], fields: Mapping[str, str], step: int,
+                records: list[dict[str, Any]],
+                members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ArrayFile lines of one probe step: one per member that has a record there.
 
-    `arrays` maps hessian/slq_nodes and hessian/slq_weights to [members, samples, iters].
+    `arrays` maps each output key of `fields` (key -> the line's field) to [members, ...].
     """
-    nodes, weights = arrays["hessian/slq_nodes"], arrays["hessian/slq_weights"]
     return [{"step": step, **clean(members[r["member"]]),
-             "nodes": np.asarray(nodes[r["member"]], np.float64).tolist(),
-             "weights": np.asarray(weights[r["member"]], np.float64).tolist()}
+             **{field: np.asarray(arrays[key][r["member"]], np.float64).tolist()
+                for key, field in fields.items()}}
             for r in records]

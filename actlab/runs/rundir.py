@@ -8,16 +8,16 @@ metrics.jsonl ends with exactly one record per (step, member).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from actlab import files
-from actlab.config import PROBE_SECTIONS, Config
+from actlab.config import Config
 from actlab.engine.resolve import resolve
 from actlab.errors import UserError
+from actlab.measure import probes
 from actlab.runs import checkpoint
 from actlab.runs.records import Tracker
 
@@ -33,12 +33,11 @@ class RunDirError(UserError):
 def _current(cfg: dict[str, Any]) -> dict[str, Any]:
     """A stored resolved config as this version resolves it: settings added since it was
     written take their defaults (so they do not count as a change); unreadable: as stored."""
-    known = {name: {f.name for f in dataclasses.fields(section)}
-             for name, section in PROBE_SECTIONS.items()}
-    probes = {name: {k: v for k, v in (p or {}).items() if k in known.get(name, ())}
-              for name, p in (cfg.get("probes") or {}).items() if name in known}
+    known = {name: set(probes.fields(name)) for name in probes.names()}
+    kept = {name: {k: v for k, v in (p or {}).items() if k in known.get(name, ())}
+            for name, p in (cfg.get("probes") or {}).items() if name in known}
     try:  # (probe settings that no longer exist, e.g. an unused iters, are dropped)
-        return resolve(Config.from_dict({**cfg, "probes": probes})).to_dict()
+        return resolve(Config.from_dict({**cfg, "probes": kept})).to_dict()
     except Exception:  # noqa: BLE001 - a config this version cannot read compares as stored
         return cfg
 

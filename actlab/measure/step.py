@@ -1,0 +1,87 @@
+"""The measurement step: the per-layer metrics of theta_t, and evaluation on a split.
+
+`measure(state, out, ...)` takes the state a training step was given together with that
+step's `out`: the pair describes theta_t and its update. Handing it the state the step
+returned (theta_t+1) is refused when the steps are known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+
+from actlab.config import METRICS
+from actlab.measure import metrics
+from actlab.measure.heads import Head
+from actlab.models import Model
+
+
+class MemberState(Protocol):
+    """What `measure` reads of a member's state (actlab.engine.state.TrainState)."""
+
+    params: Any
+    model_state: Any
+    step: jax.Array
+    consts: dict[str, jax.Array]
+
+
+def check_pair(state: MemberState, out: dict[str, Any]) -> None:
+    """Refuse a state of another step than the one `out` was computed at.
+
+    Inside a trace the steps are not known: the program always passes the pair it made.
+    """
+    taken = out.get("step")
+    if taken is None or isinstance(taken, jax.core.Tracer) or isinstance(
+            state.step, jax.core.Tracer):
+        return
+    if int(jnp.asarray(taken)) != int(jnp.asarray(state.step)):
+        raise ValueError(
+            f"measure describes theta_t: pass the state train_step was given (step "
+            f"{int(taken)}), not the one it returned (step {int(state.step)})")
+
+
+def measure(state: MemberState, out: dict[str, Any], x_probe: jax.Array, y_probe: jax.Array, *,
+            model: Model, head: Head,
+            selected: Iterable[str] = METRICS,
+            hist_bins: int = 0) -> dict[str, jax.Array]:
+    """The per-layer metrics of theta_t (`state`) and its update (`out` of train_step).
+
+    Only the selected metric families are computed; train/* (on the probe batch) and
+    the learned activation parameters always are. `hist_bins` > 0 adds the histograms
+    of every hidden layer's pre-activations (metrics.HIST_KEYS, arrays kept out of records).
+    """
+    check_pair(state, out)
+    selected = set(selected)
+    m = metrics.parameter_metrics(model.layer_sqnorms, state.params, out["grads"],
+                                  out["updates"], selected)
+    if "delta_norm" in selected:
+        m["delta_norm"] = metrics.delta_norm(out["grad_eps"])
+    acts = selected & set(metrics.ACTIVATION_METRICS)
+    signal = selected & set(metrics.SIGNAL_METRICS)
+    logits, aux, _ = model.apply(state.params, state.model_state, x_probe,
+                                 capture=bool(acts or signal or hist_bins))
+    m.update({f"train/{k}": v for k, v in head.measures(logits, y_probe).items()})
+    if acts:
+        c = state.consts
+        m.update(metrics.activation_metrics(aux["z"], aux["h"], aux["dphi"], c["sat_lo"],
+                                            c["sat_hi"], c["dphi_max"], acts, c["can_die"],
+                                            gate=aux.get("gate"), flow=aux.get("flow")))
+    if signal:
+        m.update(metrics.signal_metrics(aux["z"], signal))
+    if hist_bins:
+        m.update(metrics.preact_histograms(aux["z"], hist_bins))
+    m.update(model.activation_params(state.params))
+    return m
+
+
+def evaluate(params, model_state, x: jax.Array, y: jax.Array, *, model: Model,
+             head: Head) -> dict[str, jax.Array]:
+    """eval/loss, eval/acc (eval/rmse for ratings) on the given split, evaluation mode."""
+    logits, _, _ = model.apply(params, model_state, x)
+    return {f"eval/{k}": v for k, v in head.measures(logits, y).items()}
+
+
+
