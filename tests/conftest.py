@@ -17,6 +17,7 @@ jax.config.update("jax_compilation_cache_dir", os.environ.get(
 jax.config.update("jax_default_matmul_precision", "highest")
 
 from actlab.config import Config  # noqa: E402
+from actlab.engine.resolve import resolve  # noqa: E402
 from actlab.files import METRICS_FILE, read_metrics  # noqa: E402
 
 TINY = {
@@ -33,7 +34,7 @@ def make_config(**sections) -> Config:
         d["model"] = {}  # TINY's depth/width are MLP parameters
     for k, v in sections.items():
         d.setdefault(k, {}).update(v)
-    return Config.from_dict(d)
+    return resolve(Config.from_dict(d))
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from actlab import activations
 from actlab.cli import activations_main, check_keys, config_dir, readme, report_main, unknown_key
 from actlab.config import Config, ConfigError
+from actlab.engine.resolve import resolve
 from actlab.runs import driver as train
 from conftest import read_records
 
@@ -37,7 +38,7 @@ def composed(*overrides) -> Config:
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
     d = OmegaConf.to_container(cfg, resolve=True)
-    return Config.from_dict(d)
+    return resolve(Config.from_dict(d))
 
 
 def test_run_directory_contract(tmp_path):

@@ -15,6 +15,7 @@ from actlab.analysis import report
 from actlab.analysis.plots import theory as plots_theory
 from actlab.cli import config_dir
 from actlab.config import Config
+from actlab.engine.resolve import resolve
 from actlab.runs import driver as train
 from conftest import make_config, read_records
 
@@ -27,7 +28,7 @@ def study(*overrides: str) -> Config:
     with initialize_config_dir(config_dir=str(STUDY), version_base="1.3"):
         cfg = compose("study", overrides=[f"hydra.searchpath=[file://{config_dir()}]",
                                           "logger.progress=false", *overrides])
-    return Config.from_dict(OmegaConf.to_container(cfg, resolve=True))
+    return resolve(Config.from_dict(OmegaConf.to_container(cfg, resolve=True)))
 
 
 def test_critical_tanh_trains_at_depth_30_where_the_ordered_phase_does_not(tmp_path):

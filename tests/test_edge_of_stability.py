@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from actlab.cli import config_dir
 from actlab.config import Config
+from actlab.engine.resolve import resolve
 from actlab.runs import driver as train
 from conftest import read_records
 
@@ -33,7 +34,7 @@ def study(*overrides: str) -> Config:
     with initialize_config_dir(config_dir=str(STUDY), version_base="1.3"):
         cfg = compose("study", overrides=[f"hydra.searchpath=[file://{config_dir()}]",
                                           "logger.progress=false", *overrides])
-    return Config.from_dict(OmegaConf.to_container(cfg, resolve=True))
+    return resolve(Config.from_dict(OmegaConf.to_container(cfg, resolve=True)))
 
 
 # the first logged step with sharpness >= 2/lr lies in these ranges (relu sharpens sooner)

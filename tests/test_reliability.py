@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from actlab.config import Config
+from actlab.engine.resolve import resolve
 from actlab.files import read_metrics
 from actlab.runs import checkpoint
 from actlab.runs import driver as train
@@ -79,7 +80,8 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     resumed = json.loads((run_dir / "summary.json").read_text())
     assert resumed["status"] == "completed" and "resumed_from" in resumed
 
-    cfg = Config.from_dict(yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text()))
+    stored = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    cfg = resolve(Config.from_dict(stored))
     ref = train.run(cfg, tmp_path / "ref", progress=False)
     a = without_wall(json.loads(line) for line in got)
     b = without_wall(read_metrics(tmp_path / "ref" / "metrics.jsonl")[0])

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from actlab.cli import check_keys, config_dir
 from actlab.config import Config, parse_target
+from actlab.engine.resolve import resolve
 from actlab.runs import driver as train
 from actlab.runs import retrain as replay
 from conftest import read_records
@@ -45,7 +46,7 @@ def study(name: str, *overrides: str) -> Config:
     with initialize_config_dir(config_dir=str(STUDIES / name), version_base="1.3"):
         cfg = compose("study", overrides=[f"hydra.searchpath=[file://{config_dir()}]",
                                           "logger.progress=false", *overrides])
-    return Config.from_dict(OmegaConf.to_container(cfg, resolve=True))
+    return resolve(Config.from_dict(OmegaConf.to_container(cfg, resolve=True)))
 
 
 def final_records(tmp_path: Path, name: str, activations: tuple[str, ...], steps: int,

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from actlab.cli import config_dir
 from actlab.config import Config
 from actlab.engine import experiment
+from actlab.engine.resolve import resolve
 from actlab.runs import driver as train
 from conftest import read_records
 
@@ -25,7 +26,7 @@ def study(name: str, *overrides: str) -> Config:
     with initialize_config_dir(config_dir=str(STUDIES / name), version_base="1.3"):
         cfg = compose("study", overrides=[f"hydra.searchpath=[file://{config_dir()}]",
                                           "logger.progress=false", *overrides])
-    return Config.from_dict(OmegaConf.to_container(cfg, resolve=True))
+    return resolve(Config.from_dict(OmegaConf.to_container(cfg, resolve=True)))
 
 
 def run(tmp_path: Path, name: str, label: str, *overrides: str) -> tuple[dict, list[dict]]:

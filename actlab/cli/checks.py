@@ -7,8 +7,8 @@ with the closest valid keys suggested.
 """
 
 
+import argparse
 import contextlib
-import difflib
 import itertools
 import os
 import re
@@ -16,6 +16,10 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from actlab.config.validate import leaves as _leaves  # noqa: F401
+from actlab.config.validate import present as _has
+from actlab.config.validate import unknown_key
 
 GROUPS = ("activation", "model", "dataset", "optimizer", "init", "logger")
 OPEN = ("train.vmap",)  # sections whose keys the user adds (actlab.config names the valid ones)
@@ -77,53 +81,6 @@ def check_output_dir(argv: list[str]) -> None:
 
 # --------------------------------------------------------------------------- #
 # Unknown keys: checked against the composed config before Hydra runs.
-
-def _has(tree: Any, parts: list[str]) -> bool:
-    for p in parts:
-        if isinstance(tree, dict) and p in tree:
-            tree = tree[p]
-        elif isinstance(tree, list) and p.isdigit() and int(p) < len(tree):
-            tree = tree[int(p)]
-        else:
-            return False
-    return True
-
-
-def _leaves(tree: Any, prefix: str = "") -> list[str]:
-    if not isinstance(tree, dict) or not tree:
-        return [prefix[:-1]] if prefix else []
-    return [leaf for k, v in tree.items() for leaf in _leaves(v, f"{prefix}{k}.")]
-
-
-def _fixes(tree: Any, parts: list[str]) -> list[list[str]]:
-    """The valid key paths closest to `parts`, matched component by component."""
-    if not parts:
-        return [[]]
-    if not isinstance(tree, dict):
-        return []
-    heads = [parts[0]] if parts[0] in tree else difflib.get_close_matches(
-        parts[0], [str(k) for k in tree], n=3, cutoff=0.7)
-    return [[h, *tail] for h in heads for tail in _fixes(tree[h], parts[1:])][:3]
-
-
-def unknown_key(tree: dict, key: str, where: str = "") -> str:
-    """One line on `key` missing from `tree`: the closest valid keys, else the section's keys."""
-    parts = key.split(".")
-    fixes = [".".join(f) for f in _fixes(tree, parts)]
-    if not fixes:  # misplaced (model.lr, hessian.every) rather than misspelled
-        same = [p for p in _leaves(tree) if p.rsplit(".", 1)[-1] == parts[-1]]
-        fixes = sorted(same, key=lambda p: -difflib.SequenceMatcher(None, key, p).ratio())[:3]
-    msg = f"unknown key {key}{where}"
-    if fixes:
-        return f"{msg}; did you mean {' or '.join(fixes)}?"
-    node, i = tree, 0
-    while i < len(parts) - 1 and isinstance(node.get(parts[i]), dict):
-        node, i = node[parts[i]], i + 1
-    if i < len(parts) - 1 and parts[i] in node:
-        return f"{msg}; {'.'.join(parts[:i + 1])} is a value, not a section"
-    section = f"keys of {'.'.join(parts[:i])}" if i else "top-level keys"
-    return f"{msg}; valid {section}: {', '.join(sorted(map(str, node)))}"
-
 
 def _shown(path: Path) -> str:
     try:
@@ -195,6 +152,22 @@ def _composition_error(err: Exception, search: _Search) -> str | None:
     return unknown_key(tree, key, where)
 
 
+def hydra_args(argv: list[str]) -> argparse.Namespace:
+    """A Hydra app's command line as Hydra reads it: its flags (Hydra's documented CLI) and
+    the overrides. Unknown flags are left to Hydra, which answers them."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("overrides", nargs="*")
+    for flags in (("--help", "-h"), ("--hydra-help",), ("--version",), ("--resolve",),
+                  ("--run", "-r"), ("--multirun", "-m"), ("--shell-completion", "-sc")):
+        p.add_argument(*flags, action="store_true")
+    for flags in (("--cfg", "-c"), ("--package", "-p"), ("--config-path", "-cp"),
+                  ("--config-name", "-cn"), ("--config-dir", "-cd"),
+                  ("--experimental-rerun",)):
+        p.add_argument(*flags)
+    p.add_argument("--info", "-i", nargs="?", const="all")
+    return p.parse_known_args(argv)[0]
+
+
 def check_keys(argv: list[str], cfg_dir: Path | None = None) -> list[str]:
     """Reject unknown config keys in one line (exit code 2) before Hydra runs.
 
@@ -204,11 +177,10 @@ def check_keys(argv: list[str], cfg_dir: Path | None = None) -> list[str]:
     swept groups those keys live in. `+key`, `++key` and `hydra.*` stay Hydra's. Returns
     argv with missing `train.vmap.*` keys made explicit appends (`++`), as Hydra needs.
     """
-    from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     cfg_dir = cfg_dir or config_dir()
-    args = get_args_parser().parse_args(argv)
+    args = hydra_args(argv)
     if args.hydra_help or args.info or args.shell_completion or args.config_path \
             or args.experimental_rerun:
         return argv

@@ -107,13 +107,15 @@ def _names(key: str, v: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v))
 
 
-WANDB_KEYS = ("project", "entity", "group", "tags", "mode")
+WANDB_DEFAULTS: dict[str, Any] = {"project": "actlab", "entity": None, "group": None,
+                                  "tags": [], "mode": "auto"}
+WANDB_KEYS = tuple(WANDB_DEFAULTS)
 WANDB_MODES = ("auto", "offline", "online", "disabled")
 
 
 def _wandb(key: str, v: Any) -> dict[str, Any]:
-    wb = dict(v or {})
-    no_extra(key, wb, WANDB_KEYS)
+    no_extra(key, dict(v or {}), WANDB_KEYS)
+    wb = {**WANDB_DEFAULTS, **dict(v or {})}
     choice(f"{key}.mode", wb.get("mode", "auto"), WANDB_MODES)
     if isinstance(wb.get("tags"), str):
         wb["tags"] = [wb["tags"]]
@@ -258,7 +260,7 @@ class LoggerConfig:
     # (computed inside the program on the probe batch); 0: none
     histogram_bins: int = field(30, lo=0)
     # W&B: project, entity, group (default: the configuration's name), tags, mode
-    wandb: Mapping[str, Any] = field(factory=dict, parse=_wandb)
+    wandb: Mapping[str, Any] = field(factory=lambda: dict(WANDB_DEFAULTS), parse=_wandb)
 
 
 SECTIONS = ("activation", "model", "dataset", "optimizer", "init", "train", "probes", "logger")

@@ -10,6 +10,7 @@ key, the bad value and what is accepted.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -78,10 +79,11 @@ def as_bool(key: str, v: Any) -> bool:
     return v
 
 
-def no_extra(sec: str, given: Mapping[str, Any], known) -> None:
+def no_extra(sec: str, given: Mapping[str, Any], known: Iterable[str]) -> None:
+    """Refuse keys of `given` not in `known`: one line with the closest valid key."""
     extra = sorted(set(given) - set(known))
     if extra:
-        raise ConfigError(f"{sec} has no key {', '.join(extra)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(unknown_key({sec: dict.fromkeys(known)}, f"{sec}.{extra[0]}"))
 
 
 def mapping(d: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -128,3 +130,55 @@ def reject_unknown(kind: str, name: str, given: Iterable[str], accepted: Iterabl
     if extra:
         raise error(f"{kind} '{name}' has no parameter {', '.join(extra)}; "
                     f"accepted: {', '.join(accepted) or 'none'}")
+
+
+# --------------------------------------------------------------------------- #
+# Unknown keys (one checker: the config's sections and the command line's overrides)
+
+def present(tree: Any, parts: list[str]) -> bool:
+    """Whether the key path `parts` exists in the nested mapping (or list) `tree`."""
+    for p in parts:
+        if isinstance(tree, dict) and p in tree:
+            tree = tree[p]
+        elif isinstance(tree, list) and p.isdigit() and int(p) < len(tree):
+            tree = tree[int(p)]
+        else:
+            return False
+    return True
+
+
+def leaves(tree: Any, prefix: str = "") -> list[str]:
+    """Every leaf key path of a nested mapping, dotted."""
+    if not isinstance(tree, dict) or not tree:
+        return [prefix[:-1]] if prefix else []
+    return [leaf for k, v in tree.items() for leaf in leaves(v, f"{prefix}{k}.")]
+
+
+def _fixes(tree: Any, parts: list[str]) -> list[list[str]]:
+    """The valid key paths closest to `parts`, matched component by component."""
+    if not parts:
+        return [[]]
+    if not isinstance(tree, dict):
+        return []
+    heads = [parts[0]] if parts[0] in tree else difflib.get_close_matches(
+        parts[0], [str(k) for k in tree], n=3, cutoff=0.7)
+    return [[h, *tail] for h in heads for tail in _fixes(tree[h], parts[1:])][:3]
+
+
+def unknown_key(tree: dict, key: str, where: str = "") -> str:
+    """One line on `key` missing from `tree`: the closest valid keys, else the section's keys."""
+    parts = key.split(".")
+    fixes = [".".join(f) for f in _fixes(tree, parts)]
+    if not fixes:  # misplaced (model.lr, hessian.every) rather than misspelled
+        same = [p for p in leaves(tree) if p.rsplit(".", 1)[-1] == parts[-1]]
+        fixes = sorted(same, key=lambda p: -difflib.SequenceMatcher(None, key, p).ratio())[:3]
+    msg = f"unknown key {key}{where}"
+    if fixes:
+        return f"{msg}; did you mean {' or '.join(fixes)}?"
+    node, i = tree, 0
+    while i < len(parts) - 1 and isinstance(node.get(parts[i]), dict):
+        node, i = node[parts[i]], i + 1
+    if i < len(parts) - 1 and parts[i] in node:
+        return f"{msg}; {'.'.join(parts[:i + 1])} is a value, not a section"
+    section = f"keys of {'.'.join(parts[:i])}" if i else "top-level keys"
+    return f"{msg}; valid {section}: {', '.join(sorted(map(str, node)))}"
