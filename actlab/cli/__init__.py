@@ -83,6 +83,41 @@ def objective(summary: dict, name: str, steps: int) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+TABLE_METRICS = ("grad_norm", "dead_frac", "sat_frac")
+
+
+def layer_table(run_dir: Path) -> str:
+    """Per hidden layer, the first and last logged grad_norm, dead_frac and sat_frac of the
+    first member, as a few lines of text ('' when the run logged none of them)."""
+    from actlab.files import METRICS_FILE, read_metrics
+
+    records, _ = read_metrics(run_dir / METRICS_FILE)
+    if not records:
+        return ""
+    # a member is its seed and its swept values (keys such as optimizer.lr)
+    identity = {k: v for k, v in records[0].items()
+                if k == "seed" or ("." in k and "/" not in k)}
+    first_member = [r for r in records if all(r.get(k) == v for k, v in identity.items())]
+    layers = sorted({int(k.rsplit("/", 1)[1]) for r in first_member for k in r
+                     if k.rsplit("/", 1)[0] in TABLE_METRICS and k.rsplit("/", 1)[1].isdigit()})
+    shown = [m for m in TABLE_METRICS if any(f"{m}/0" in r for r in first_member)]
+    if not layers or not shown:
+        return ""
+
+    def ends(key: str) -> str:
+        vals = [r[key] for r in first_member if isinstance(r.get(key), (int, float))]
+        fmt = "{:.2e}" if key.startswith("grad_norm") else "{:.3f}"
+        return f"{fmt.format(vals[0])} -> {fmt.format(vals[-1])}" if vals else "-"
+
+    steps = f"steps {first_member[0]['step']} -> {first_member[-1]['step']}"
+    head = f"{'layer':>5}  " + "  ".join(f"{m:>22}" for m in shown)
+    rows = [f"{layer:>5}  " + "  ".join(f"{ends(f'{m}/{layer}'):>22}" for m in shown)
+            for layer in layers]
+    who = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                    for k, v in identity.items())
+    return "\n".join([f"per hidden layer, {who} ({steps}):", head, *rows])
+
+
 def _hydra_app():
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -106,6 +141,10 @@ def _hydra_app():
         acc = objective(summary, "final_eval_acc", steps)
         print(f"{summary['status']}: final eval acc {acc if acc is None else round(acc, 4)}; "
               f"results in {run_dir}", flush=True)
+        if not multirun:
+            table = layer_table(run_dir)
+            if table:
+                print(f"{table}\ndrawn: actlab-report {run_dir}", flush=True)
         if summary.get("status") == "diverged":
             return None  # every member diverged: a sweeper records a failed trial
         return objective(summary, cfg.train.get("objective", "final_eval_acc"), steps)

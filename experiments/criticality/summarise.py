@@ -1,6 +1,6 @@
-"""Summarise the criticality sweep: results.md and the figures beside the README.
+"""Summary of the criticality sweep: results.md and the figures beside the README.
 
-    python experiments/criticality/summarise.py [SWEEP_DIR]    # default: multirun/criticality
+    python -m experiments.summarise criticality [SWEEP_DIR]    # default: multirun/criticality
 
 Writes results.md (test accuracy over depth x sigma_w2 for each activation; the deepest
 trained network against 6 xi_c), trainable_depth.png (the accuracy heatmap with the mean-field
@@ -10,29 +10,21 @@ predicted vs measured q_l, c_l and gradient norms at initialisation).
 
 from __future__ import annotations
 
-import functools
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from actlab import analysis, theory
-from actlab.analysis import plots, report
+from actlab.analysis import Paths, plots, report
 from actlab.analysis.plots.style import _subplots, style
+from experiments.common import md
 
-HERE = Path(__file__).resolve().parent
 TRAINED = 0.5  # test accuracy that counts as trained (chance: 0.1, shallow nets: ~0.95)
+FMT = ".3g"  # the tables' floats
 
 
-# experiments/summarise.py (this file shares its name): its markdown table
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-_shared = importlib.import_module("summarise")
-md = functools.partial(_shared.md, fmt=".3g")
-
-
-def members(sweep: Path) -> pd.DataFrame:
+def members(sweep: Paths) -> pd.DataFrame:
     """One row per member: activation, depth, sigma_w2 (gain^2 init.sigma_w2), sigma_b2, acc."""
     summ = analysis.summaries(sweep)
     rows = []
@@ -86,6 +78,7 @@ def heatmap(res: pd.DataFrame, path: Path) -> None:
 
 
 def tables(res: pd.DataFrame) -> str:
+    """results.md: per activation, accuracy over depth x sigma_w2; 6 xi_c against measured."""
     parts = []
     b = float(res["sigma_b2"].iloc[0])
     for act, g in res.groupby("activation", sort=False):
@@ -98,23 +91,18 @@ def tables(res: pd.DataFrame) -> str:
                               f"deepest with acc >= {TRAINED}": [
                                   int(trained[x]) if x in trained else "-" for x in w]})
         parts.append(f"### {act} (critical sigma_w2 = {crit:.4g} at sigma_b2 = {b:g})\n\n"
-                     "Test accuracy, depth x sigma_w2:\n\n" + md(acc.map(lambda v: f"{v:.2f}"))
+                     "Test accuracy, depth x sigma_w2:\n\n" + md(acc.map(lambda v: f"{v:.2f}"), FMT)
                      + "\n\nTrainable depth: mean field against measured\n\n"
-                     + md(bound.set_index("sigma_w2")))
+                     + md(bound.set_index("sigma_w2"), FMT))
     return "\n\n".join(parts)
 
 
-def main() -> None:
-    sweep = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("multirun") / HERE.name
+def summarise(sweep: Paths, out_dir: Path) -> str:
+    """results.md's tables; trainable_depth.png and signal_propagation.png into out_dir."""
     res = members(sweep)  # activations in the sweep's order (run directories 0, 1, ...)
-    (HERE / "results.md").write_text(tables(res) + "\n")
-    heatmap(res, HERE / "trainable_depth.png")
+    heatmap(res, out_dir / "trainable_depth.png")
     df = analysis.load_sweep(sweep)
     rows, _ = report.signal_rows(df[df["depth"] == 40])
     with plots.offscreen():
-        plots.savefig(report.signal_figure(rows), HERE / "signal_propagation.png")
-    print(f"wrote {HERE / 'results.md'}")
-
-
-if __name__ == "__main__":
-    main()
+        plots.savefig(report.signal_figure(rows), out_dir / "signal_propagation.png")
+    return tables(res)

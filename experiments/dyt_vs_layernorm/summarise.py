@@ -1,6 +1,6 @@
-"""Summarise the dyt_vs_layernorm sweep: results.md and the figures beside the README.
+"""Summary of the dyt_vs_layernorm sweep: results.md and the figures beside the README.
 
-    python experiments/dyt_vs_layernorm/summarise.py [SWEEP_DIR ...]
+    python -m experiments.summarise dyt_vs_layernorm [SWEEP_DIR ...]
     # default: multirun/dyt_vs_layernorm
 
 Writes results.md (per norm and depth: final test accuracy and loss with 95% bootstrap
@@ -12,9 +12,7 @@ dyt_alpha.png (dyt_alpha/l and dyt_alpha_attn/l over training) and alpha_vs_std.
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import matplotlib as mpl
@@ -22,25 +20,13 @@ import numpy as np
 import pandas as pd
 
 from actlab import analysis
-from actlab.analysis import plots
+from actlab.analysis import Paths, plots
 from actlab.analysis.plots.style import _subplots, style
-from actlab.runs.records import bootstrap_ci
+from experiments.common import ci_cell, md, num_params
 
-HERE = Path(__file__).resolve().parent
 NORMS = ("layer", "dyt", "none")
 NORM_COLOR = {"layer": "#0072B2", "dyt": "#D55E00", "none": "#009E73"}
 REPLAY_STEPS = (0, 50, 100, 250, 500)  # snapshots of seed 0 for alpha vs 1/std
-
-
-# experiments/summarise.py (this file shares its name): its markdown table
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-_shared = importlib.import_module("summarise")
-md = _shared.md
-
-
-def ci_cell(v: pd.Series) -> str:
-    lo, hi = bootstrap_ci(v)
-    return f"{v.mean():.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def alpha_range(df: pd.DataFrame, run: str, metric: str) -> str:
@@ -53,6 +39,7 @@ def alpha_range(df: pd.DataFrame, run: str, metric: str) -> str:
 
 
 def tables(summ: pd.DataFrame, df: pd.DataFrame) -> str:
+    """Per depth and norm: accuracy, loss, speed, divergences and the learned alphas."""
     target = summ["target"].dropna().iloc[0]
     rows = []
     for depth in sorted(summ["depth"].unique()):
@@ -64,7 +51,7 @@ def tables(summ: pd.DataFrame, df: pd.DataFrame) -> str:
             stt = g["steps_to_target"].dropna()
             rows.append({
                 "depth": int(depth), "norm": norm,
-                "params": json.loads((Path(run) / "summary.json").read_text())["num_params"],
+                "params": num_params(run),
                 "final test acc [95% CI]": ci_cell(g["final_eval_acc"]),
                 "final test loss [95% CI]": ci_cell(g["final_eval_loss"]),
                 "final train loss": g["final_train_loss"].mean(),
@@ -79,6 +66,7 @@ def tables(summ: pd.DataFrame, df: pd.DataFrame) -> str:
 
 
 def label(df: pd.DataFrame) -> pd.DataFrame:
+    """df with a `variant` column: '<norm>, depth <depth>'."""
     return df.assign(variant=df["norm"] + ", depth " + df["depth"].astype(int).astype(str))
 
 
@@ -198,6 +186,7 @@ def alpha_vs_std_figure(tab: pd.DataFrame, path: Path) -> None:
 
 
 def alpha_table(tab: pd.DataFrame) -> str:
+    """Per depth and replayed step: alpha and 1/std of the input over DyT sites, corr."""
     rows = []
     for (depth, step), t in tab.groupby(["depth", "step"]):
         after = t["step"].iloc[0] > 0
@@ -211,24 +200,19 @@ def alpha_table(tab: pd.DataFrame) -> str:
     return md(pd.DataFrame(rows).set_index(["depth", "step"]))
 
 
-def main() -> None:
-    sweep = [Path(p) for p in sys.argv[1:]] or Path("multirun") / HERE.name
+def summarise(sweep: Paths, out_dir: Path) -> str:
+    """results.md's tables; learning_curves, act_std, dyt_alpha, alpha_vs_std .png into out_dir."""
     summ = analysis.summaries(sweep)
     df = analysis.load_sweep(sweep)
     text = tables(summ, df)
-    learning_curves_figure(df, HERE / "learning_curves.png")
+    learning_curves_figure(df, out_dir / "learning_curves.png")
     panels = sorted({(int(d), n) for d, n in zip(summ["depth"], summ["norm"], strict=True)})
-    per_layer_figure(df, "act_std", panels, HERE / "act_std.png", log=True)
+    per_layer_figure(df, "act_std", panels, out_dir / "act_std.png", log=True)
     per_layer_figure(df, "dyt_alpha", [p for p in panels if p[1] == "dyt"],
-                     HERE / "dyt_alpha.png", attn=True)
+                     out_dir / "dyt_alpha.png", attn=True)
     dyt_runs = sorted(summ.loc[summ["norm"] == "dyt", "run"].unique())
     tab = pd.concat([dyt_inputs(r) for r in dyt_runs], ignore_index=True)
-    alpha_vs_std_figure(tab, HERE / "alpha_vs_std.png")
+    alpha_vs_std_figure(tab, out_dir / "alpha_vs_std.png")
     text += ("\n\nDyT's alpha against the std of its input (every DyT of seed 0, retrained; "
              "the input is the residual stream):\n\n" + alpha_table(tab))
-    (HERE / "results.md").write_text(text + "\n")
-    print(f"wrote {HERE / 'results.md'}")
-
-
-if __name__ == "__main__":
-    main()
+    return text

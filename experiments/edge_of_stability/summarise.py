@@ -1,6 +1,6 @@
-"""Summarise the edge_of_stability sweep: results.md and the figures beside the README.
+"""Summary of the edge_of_stability sweep: results.md and the figures beside the README.
 
-    python experiments/edge_of_stability/summarise.py [SWEEP_DIR]
+    python -m experiments.summarise edge_of_stability [SWEEP_DIR]
     # default: multirun/edge_of_stability
 
 Writes results.md (per activation and learning rate: the sharpness at initialisation and at
@@ -14,8 +14,6 @@ training loss of every activation, a column each) and hessian_density.png
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import matplotlib as mpl
@@ -23,21 +21,15 @@ import numpy as np
 import pandas as pd
 
 from actlab import analysis
-from actlab.analysis import plots
+from actlab.analysis import Paths, plots
 from actlab.analysis.plots import probes as plots_probes
 from actlab.analysis.plots.style import _subplots, style
+from experiments.common import md
 
-HERE = Path(__file__).resolve().parent
 ORDER = ("tanh", "relu", "elu", "softplus", "gelu")
 DENSITY_OF = "tanh"  # the activation whose Hessian density is drawn
 DENSITY_STEPS = (0, 100, 500, 1000, 2000, 3500)  # its probe steps drawn
 DENSITY_LRS = (0.1, 0.2)
-
-
-# experiments/summarise.py (this file shares its name): its markdown table
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-_shared = importlib.import_module("summarise")
-md = _shared.md
 
 
 def series(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -77,6 +69,7 @@ def first_rise(loss: pd.Series, sharp: pd.Series, limit: float) -> str:
 
 
 def measures(df: pd.DataFrame, summ: pd.DataFrame) -> pd.DataFrame:
+    """A row per (activation, lr): the sharpness against 2/lr over training, losses, accuracy."""
     sharp_all, loss_all = series(df, "hessian/top_eig"), series(df, "train/loss")
     rows = []
     for m in summ.to_dict("records"):
@@ -142,28 +135,25 @@ def grid(df: pd.DataFrame, path: Path) -> None:
     plots.savefig(fig, path)
 
 
-def main() -> None:
-    sweep = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("multirun") / HERE.name
+def summarise(sweep: Paths, out_dir: Path) -> str:
+    """results.md's table; sharpness_loss, sharpness, hessian_density .png into out_dir."""
     df = analysis.load_sweep(sweep)
     summ = analysis.summaries(sweep)
     res = measures(df, summ)
     steps = int(df["step"].max())
-    (HERE / "results.md").write_text(
+    text = (
         f"Full-batch gradient descent, {steps} steps; sharpness = hessian/top_eig of the "
         "training loss, measured every "
         f"{int(np.diff(sorted(df[df['metric'] == 'hessian/top_eig']['step'].unique()))[0])} "
         "steps; the loss is logged every "
         f"{int(np.diff(sorted(df[df['metric'] == 'train/loss']['step'].unique()))[0])} "
-        "steps.\n\n" + md(res) + "\n")
-    grid(df, HERE / "sharpness_loss.png")
+        "steps.\n\n" + md(res))
+    grid(df, out_dir / "sharpness_loss.png")
     run = summ[summ["activation"] == DENSITY_OF]["run"].iloc[0]
     with plots.offscreen():
-        plots.savefig(plots_probes.sharpness(df[df["run"] == run]), HERE / "sharpness.png")
+        plots.savefig(plots_probes.sharpness(df[df["run"] == run]), out_dir / "sharpness.png")
         dens = analysis.load_density(run)
         dens = dens[dens["step"].isin(DENSITY_STEPS) & dens["optimizer.lr"].isin(DENSITY_LRS)]
-        plots.savefig(plots_probes.hessian_density(dens, sigma=0.3), HERE / "hessian_density.png")
-    print(f"wrote {HERE / 'results.md'}")
-
-
-if __name__ == "__main__":
-    main()
+        plots.savefig(plots_probes.hessian_density(dens, sigma=0.3),
+                      out_dir / "hessian_density.png")
+    return text

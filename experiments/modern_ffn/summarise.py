@@ -1,6 +1,6 @@
-"""Summarise the modern_ffn sweep: results.md and the figures beside the README.
+"""Summary of the modern_ffn sweep: results.md and the figures beside the README.
 
-    python experiments/modern_ffn/summarise.py [SWEEP_DIR ...]    # default: multirun/modern_ffn
+    python -m experiments.summarise modern_ffn [SWEEP_DIR ...]    # default: multirun/modern_ffn
 
 Writes results.md (per dataset: parameter count, final test accuracy and loss with 95%
 bootstrap intervals, final training loss, steps to the loss target, the end-of-training
@@ -11,37 +11,18 @@ panel per dataset and block) and dead_gate.png (dead_frac and gate_mean over tra
 
 from __future__ import annotations
 
-import importlib
-import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from actlab import analysis
-from actlab.analysis import plots
+from actlab.analysis import Paths, plots
 from actlab.analysis.plots.style import _subplots, color_for, style
-from actlab.runs.records import bootstrap_ci
+from experiments.common import bootstrap_ci, ci_cell, md, num_params
 
-HERE = Path(__file__).resolve().parent
 ORDER = ("gelu", "relu", "relu2", "swiglu", "geglu", "reglu")  # elementwise, then gated
 GATED = ("swiglu", "geglu", "reglu")
 DATASETS = {"digits": "digits (16 patches of 2x2)", "mnist1d": "MNIST-1D (40 time steps)"}
-
-
-# experiments/summarise.py (this file shares its name): its markdown table
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-_shared = importlib.import_module("summarise")
-md = _shared.md
-
-
-def ci_cell(v: pd.Series, digits: int = 3) -> str:
-    lo, hi = bootstrap_ci(v)
-    return f"{v.mean():.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def num_params(run: str) -> int:
-    return int(json.loads((Path(run) / "summary.json").read_text())["num_params"])
 
 
 def last_values(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -58,6 +39,7 @@ def per_layer(vals: pd.DataFrame, runs: list[str], fmt: str) -> str:
 
 
 def tables(summ: pd.DataFrame, df: pd.DataFrame) -> str:
+    """Per dataset, a row per activation: size, accuracy, loss, speed, per-block metrics."""
     gn, dead, gate = (last_values(df, m) for m in ("grad_norm", "dead_frac", "gate_mean"))
     target = summ["target"].dropna().iloc[0]
     parts = []
@@ -186,20 +168,15 @@ def dead_gate_figure(df: pd.DataFrame, path: Path) -> None:
     plots.savefig(fig, path)
 
 
-def main() -> None:
-    sweep = [Path(p) for p in sys.argv[1:]] or Path("multirun") / HERE.name
+def summarise(sweep: Paths, out_dir: Path) -> str:
+    """results.md's tables; final_ci, learning_curves, grad_norm, dead_gate .png into out_dir."""
     summ = analysis.summaries(sweep)
     df = analysis.load_sweep(sweep)
     counts = summ.groupby("dataset")["run"].apply(lambda r: sorted({num_params(x) for x in r}))
     spread = "; ".join(f"{d}: {min(c)} .. {max(c)} ({100 * (max(c) / min(c) - 1):.2f}%)"
                        for d, c in counts.items())
-    (HERE / "results.md").write_text(tables(summ, df) + f"\n\nParameters per model: {spread}\n")
-    final_ci_figure(summ, HERE / "final_ci.png")
-    learning_curves_figure(df, HERE / "learning_curves.png")
-    grad_norm_figure(df, HERE / "grad_norm.png")
-    dead_gate_figure(df, HERE / "dead_gate.png")
-    print(f"wrote {HERE / 'results.md'}")
-
-
-if __name__ == "__main__":
-    main()
+    final_ci_figure(summ, out_dir / "final_ci.png")
+    learning_curves_figure(df, out_dir / "learning_curves.png")
+    grad_norm_figure(df, out_dir / "grad_norm.png")
+    dead_gate_figure(df, out_dir / "dead_gate.png")
+    return tables(summ, df) + f"\n\nParameters per model: {spread}"
