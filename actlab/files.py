@@ -33,7 +33,7 @@ def clean(v: Any) -> Any:
     return v
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[str]], None],
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[str]], object],
                  sync: bool = True) -> None:
     """Call `write(f)` on a temp file beside `path`, then rename it over `path`.
 
@@ -65,7 +65,8 @@ def read_metrics(path: str | os.PathLike) -> tuple[list[dict[str, Any]], int]:
     A line cut short by a kill (no trailing newline, or not valid JSON) is
     skipped and counted; everything before it is returned.
     """
-    records, bad = [], 0
+    records: list[dict[str, Any]] = []
+    bad = 0
     path = Path(path)
     if not path.exists():
         return records, bad

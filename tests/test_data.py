@@ -87,7 +87,7 @@ def test_gauss_centres():
 
 
 def test_bad_names_and_params():
-    with pytest.raises(data.DataError, match="known: cifar10, cifar100, circle"):
+    with pytest.raises(data.DataError, match="choose from: cifar10, cifar100, circle"):
         data.load("spiralz")
     with pytest.raises(data.DataError, match="no parameter radius"):
         data.load("spiral", radius=3)

@@ -235,14 +235,14 @@ def test_sharpness_plot_draws_each_rate_and_its_limit(eos):
     assert len(ax.lines) == 2 * len(LRS)
 
 
-def test_density_file_keeps_the_lines_before_a_resumed_step(tmp_path):
-    from actlab.runs.records import DensityFile
+def test_array_file_keeps_the_lines_before_a_resumed_step(tmp_path):
+    from actlab.runs.records import ArrayFile
 
     path = tmp_path / DENSITY_FILE
     lines = [{"step": s, "seed": 0, "nodes": [[float(s)]], "weights": [[1.0]]}
              for s in (0, 5, 10, 15)]
-    DensityFile(path).write(lines)
-    DensityFile(path, start=10)  # a resume from the checkpoint of step 10
+    ArrayFile(path).write(lines)
+    ArrayFile(path, start=10)  # a resume from the checkpoint of step 10
     assert list(analysis.load_density(tmp_path)["step"]) == [0, 5]
-    DensityFile(path)  # a fresh start
+    ArrayFile(path)  # a fresh start
     assert not path.exists() and analysis.load_density(tmp_path).empty

@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import importlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 import jax
@@ -245,7 +245,7 @@ def _inputs(sp: Spec, z: jax.Array, z_v: jax.Array | None) -> tuple[jax.Array, .
     if sp.gated != (z_v is not None):
         raise ActivationError(f"'{sp.name}' takes " + (
             "two inputs (z_g, z_v)" if sp.gated else "one input"))
-    return (z, z_v) if sp.gated else (z,)
+    return (z, cast(jax.Array, z_v)) if sp.gated else (z,)  # gated: z_v checked above
 
 
 class LearnableActivation(nn.Module):

@@ -110,7 +110,7 @@ class Table(Registry[Entry]):
     def __init__(self) -> None:
         super().__init__("activation", error=ActivationError)
 
-    def register(self, name: str, **metadata: Any) -> Callable:  # type: ignore[override]
+    def register(self, name: str, **metadata: Any) -> Callable:
         """Decorator: add `fn(z, **params)` under `name` with its metadata (see `entry`)."""
 
         def deco(fn: Callable) -> Callable:

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn, cast
 
 from actlab.cli.checks import (
     GROUPS,
@@ -44,7 +45,7 @@ def run_job(cfg: dict, run_dir: Path, label: str = "", multirun: bool = False) -
     from actlab.errors import UserError
     from actlab.runs import driver
 
-    def fail(msg: str):
+    def fail(msg: str) -> NoReturn:
         if not multirun:
             _fail(msg)
         print(f"actlab-train: error: {msg}", file=sys.stderr, flush=True)
@@ -130,8 +131,9 @@ def _hydra_app():
         multirun = hc.mode is not None and hc.mode.name == "MULTIRUN"
         label = f"[job {hc.job.num}] " if multirun else ""
         try:
-            summary = run_job(OmegaConf.to_container(cfg, resolve=True), run_dir, label,
-                              multirun)
+            # the composed config is a DictConfig: its container is a dict
+            summary = run_job(cast(dict, OmegaConf.to_container(cfg, resolve=True)), run_dir,
+                              label, multirun)
         finally:
             if multirun:
                 from actlab.analysis import write_sweep_summary

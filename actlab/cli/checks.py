@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
 from actlab.config.validate import leaves as _leaves  # noqa: F401
 from actlab.config.validate import present as _has
@@ -42,7 +42,7 @@ def readme() -> str:
     return str(path) if path.is_file() else "README.md of the actlab source distribution"
 
 
-def _fail(msg: str, code: int = 2) -> None:
+def _fail(msg: str, code: int = 2) -> NoReturn:
     print(f"actlab-train: error: {msg}", file=sys.stderr)
     raise SystemExit(code)
 
@@ -146,6 +146,7 @@ def _composition_error(err: Exception, search: _Search) -> str | None:
     key, parent = getattr(cause, "full_key", None), getattr(cause, "parent_node", None)
     if not key or not OmegaConf.is_dict(parent) or "not in" not in str(cause):
         return None
+    assert parent is not None  # is_dict
     tree: dict = {str(k): None for k in parent.keys()}
     for part in reversed(key.split(".")[:-1]):
         tree = {part: tree}
@@ -192,7 +193,7 @@ def check_keys(argv: list[str], cfg_dir: Path | None = None) -> list[str]:
     if not args.multirun and any(ov.is_sweep_override() for ov in parsed):
         return argv
     searchpath = [str(v) for ov in parsed if ov.key_or_group == "hydra.searchpath"
-                  for v in (ov.value() if isinstance(ov.value(), list) else [])]
+                  for v in (cast(list, ov.value()) if isinstance(ov.value(), list) else [])]
     extra = [Path(args.config_dir).absolute()] if args.config_dir else []
     search = _Search(cfg_dir, extra + [Path(s[7:]) for s in searchpath if s.startswith("file://")],
                      [s for s in searchpath if not s.startswith("file://")])
@@ -200,7 +201,7 @@ def check_keys(argv: list[str], cfg_dir: Path | None = None) -> list[str]:
     hydra_lines: list[str] = []
     groups: dict[str, list[str]] = {}  # override key (with its +/~) -> one override line per value
     keys: list[tuple[Any, str]] = []  # (override, where it comes from: "" for the command line)
-    patches: list[tuple[Path, dict]] = []
+    found: list[tuple[Path, dict] | None] = []  # None: no such config file
 
     def add(ov: Any, where: str = "") -> None:
         group, element = ov.key_or_group, ov.get_key_element()
@@ -221,14 +222,14 @@ def check_keys(argv: list[str], cfg_dir: Path | None = None) -> list[str]:
                           f"{', '.join(search.options(group))}")
             groups[element] = ([f"{element}={v}" for v in values] if ov.is_sweep_override()
                                else [ov.input_line])
-            patches.extend(search.patch(f"{group}/{v}", group.replace("/", "."))
-                           for v in values if ov.is_add() and isinstance(v, str))
+            found.extend(search.patch(f"{group}/{v}", group.replace("/", "."))
+                         for v in values if ov.is_add() and isinstance(v, str))
 
     for ov in parsed:
         add(ov)
     if name != "config":
-        patches.append(search.patch(name, ""))
-    patches = [p for p in patches if p is not None]
+        found.append(search.patch(name, ""))
+    patches = [p for p in found if p is not None]
     home = search.home(name)
     if (not keys and not patches) or home is None:
         return argv  # nothing to check, or a missing config Hydra names itself
@@ -246,6 +247,7 @@ def check_keys(argv: list[str], cfg_dir: Path | None = None) -> list[str]:
             for combo in _combos(groups, sections):
                 cfg = compose(name, combo + hydra_lines)
                 choices = dict(cfg.hydra.runtime.choices)
+                added: list[str]
                 tree, added = _tree(cfg), []
                 for ov, src in keys:
                     if _check_override(ov, tree, src + _context(ov.key_or_group, choices),
@@ -269,7 +271,8 @@ def _tree(cfg: Any) -> dict:
     """A composed config as plain dicts and lists (interpolations unresolved), hydra left out."""
     from omegaconf import OmegaConf
 
-    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+    tree = cast(dict, OmegaConf.to_container(cfg, resolve=False))  # a DictConfig's: a dict
+    return {k: v for k, v in tree.items() if k != "hydra"}
 
 
 class _Unchecked(Exception):

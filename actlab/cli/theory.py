@@ -20,7 +20,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from actlab.cli.checks import config_dir, readme, unknown_key
 
@@ -45,7 +45,7 @@ ROWS = (
 )
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str) -> NoReturn:
     print(f"{PROG}: error: {msg}", file=sys.stderr)
     raise SystemExit(2)
 
@@ -187,8 +187,8 @@ def _scheme_sigma_w2(scheme: str, activation: str) -> tuple[float, str]:
         return w, f"init=auto ({note.removeprefix('init=')})"
     from actlab.models import initializers as init
 
-    note = {"glorot": ", equal fan-in and fan-out", "orthogonal": ", square layers"}
-    return init.square_sigma_w2(scheme), f"init={scheme}{note.get(scheme, '')}"
+    notes = {"glorot": ", equal fan-in and fan-out", "orthogonal": ", square layers"}
+    return init.square_sigma_w2(scheme), f"init={scheme}{notes.get(scheme, '')}"
 
 
 def compute(name: str, params: dict, sigma_w2: float | None = None, sigma_b2: float = 0.0, *,

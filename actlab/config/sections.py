@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actlab.config import axes
 from actlab.config.validate import (
@@ -29,6 +29,9 @@ from actlab.config.validate import (
     no_extra,
     section,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 # --------------------------------------------------------------------------- #
 # Names of the choices whose implementations live above config (each implementation
@@ -188,7 +191,7 @@ class InitConfig:
     sigma_w2: float | None = field(None, parse=_sigma_w2)
     sigma_b2: float = field(0.0, lo=0.0)  # hidden biases N(0, sigma_b2); 0: zeros
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.name == "critical" and self.sigma_w2 is not None:
             raise ConfigError(f"init.sigma_w2={self.sigma_w2:g} cannot be set with "
                               "init=critical, which derives it from the activation and "
@@ -326,7 +329,7 @@ class Config:
         }
 
 
-def _plain(obj) -> dict[str, Any]:
+def _plain(obj: DataclassInstance) -> dict[str, Any]:
     """A config section as plain JSON-able values (tuples as lists)."""
     out = {}
     for f in dataclasses.fields(obj):

@@ -12,9 +12,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from actlab.errors import UserError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_D = TypeVar("_D", bound="DataclassInstance")
 
 
 class ConfigError(UserError):
@@ -83,7 +88,10 @@ def no_extra(sec: str, given: Mapping[str, Any], known: Iterable[str]) -> None:
     """Refuse keys of `given` not in `known`: one line with the closest valid key."""
     extra = sorted(set(given) - set(known))
     if extra:
-        raise ConfigError(unknown_key({sec: dict.fromkeys(known)}, f"{sec}.{extra[0]}"))
+        tree: dict[str, Any] = dict.fromkeys(known)
+        for part in reversed(sec.split(".")):  # probes.hessian -> {probes: {hessian: ...}}
+            tree = {part: tree}
+        raise ConfigError(unknown_key(tree, f"{sec}.{extra[0]}"))
 
 
 def mapping(d: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -104,14 +112,14 @@ def _value(key: str, f: dataclasses.Field, v: Any) -> Any:
     if f.type in ("int", int):
         return as_int(key, v, meta.get("lo"))
     if f.type in ("float", float):
-        return as_float(key, v, meta.get("lo"), meta.get("lo_open"), meta.get("hi"),
-                      meta.get("hi_open"))
+        return as_float(key, v, meta.get("lo"), bool(meta.get("lo_open")), meta.get("hi"),
+                      bool(meta.get("hi_open")))
     if f.type in ("bool", bool):
         return as_bool(key, v)
     return v
 
 
-def section(cls, name: str, given: Mapping[str, Any], **resolved: Any):
+def section(cls: type[_D], name: str, given: Mapping[str, Any], **resolved: Any) -> _D:
     """An instance of dataclass `cls` from `given`: unknown keys refused, every field
     validated by its rule, defaults from the class; `resolved` fields are set as given."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in resolved}

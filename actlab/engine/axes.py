@@ -21,7 +21,7 @@ from actlab.config.axes import ActivationParam, Axis, AxisError, InitGain, Learn
 from actlab.models import Model
 
 
-def init_params(axis: Axis, params: Any, value: float, model: Model) -> Any:
+def init_params(axis: Axis, params: Any, value: float | jax.Array, model: Model) -> Any:
     """The member's parameters with this axis' value applied (before the optimizer)."""
     if isinstance(axis, InitGain):
         hidden = model.mask(params, lambda r: r.kernel and r.group != "out")
@@ -32,7 +32,7 @@ def init_params(axis: Axis, params: Any, value: float, model: Model) -> Any:
     return params
 
 
-def init_opt_state(axis: Axis, opt_state: Any, value: float) -> Any:
+def init_opt_state(axis: Axis, opt_state: Any, value: float | jax.Array) -> Any:
     """The member's optimizer state with this axis' value applied."""
     if isinstance(axis, LearningRate):
         opt_state.hyperparams["learning_rate"] = value

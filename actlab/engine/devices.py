@@ -59,6 +59,7 @@ class Layout:
         """Inside the program: split the leading (example) axis of every array over "data"."""
         if not self.splits_batch:
             return tree
+        assert self.mesh is not None  # splits_batch: there is a mesh
         spec = NamedSharding(self.mesh, PartitionSpec(DATA))
         return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, spec), tree)
 
@@ -143,7 +144,7 @@ def place(state: Any, d: dict[str, Any], lay: Layout) -> tuple[Any, dict[str, An
 def _global(tree: Any, sharding: NamedSharding) -> Any:
     """Global arrays from the same host values on every process (no cross-process check:
     NaN constants would fail an equality test)."""
-    def one(a):
+    def one(a: jax.Array) -> jax.Array:
         host = np.asarray(jax.device_get(a))
         return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
@@ -159,5 +160,6 @@ def replicated(lay: Layout) -> NamedSharding | None:
 
 
 def state_sharding(lay: Layout) -> NamedSharding:
+    assert lay.mesh is not None  # only asked of a layout over several devices (replicated)
     return NamedSharding(lay.mesh, PartitionSpec(MEMBERS) if lay.splits_members
                          else PartitionSpec())

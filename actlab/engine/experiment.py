@@ -21,6 +21,7 @@ from actlab.engine.state import TrainState
 from actlab.measure import heads
 from actlab.measure.heads import Head
 from actlab.models import initializers
+from actlab.models.base import PyTree
 
 Member = dict[str, Any]  # a member's seed and its values of the vmapped hyperparameters
 
@@ -149,7 +150,7 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
     if config.train.dtype != "float32":
         model = dataclasses.replace(model, dtype=jnp.dtype(config.train.dtype))
 
-    def is_frozen(params):
+    def is_frozen(params: PyTree) -> PyTree:
         return model.mask(params, lambda r: r.group == "act" and r.param in frozen)
 
     tx = make_optimizer(config.optimizer, config.train.steps,
@@ -178,7 +179,8 @@ def initial_state(exp: Experiment, members: list[Member] | None = None) -> Train
     members = exp.members if members is None else members
     x0 = jnp.asarray(exp.dataset.x_train[:1])
 
-    def one(seed, hp, consts):
+    def one(seed: jax.Array, hp: dict[str, jax.Array],
+            consts: dict[str, jax.Array]) -> TrainState:
         init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
         params, model_state = exp.model.init(init_key, x0)
         for a in exp.axes:

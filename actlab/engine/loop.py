@@ -13,17 +13,19 @@ slots' measurements stacked [members, per_call, ...].
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
 import numpy as np
+import numpy.typing as npt
 
 from actlab import sinks
 from actlab.engine import devices, step
 from actlab.engine.cadence import Call
 from actlab.engine.devices import MEMBERS, Layout
 from actlab.engine.experiment import Experiment
+from actlab.engine.state import TrainState
 from actlab.measure import probes
 from actlab.measure.heads import Head
 
@@ -54,7 +56,7 @@ def over_members(fn: Callable, how: str, spmd_axis: str | None = None) -> Callab
     ones); squeezing and restoring the axis are free reshapes. `spmd_axis`: the mesh axis
     the member axis is split over (vmap's spmd_axis_name), when it is.
     """
-    def lifted(state, *shared):
+    def lifted(state: TrainState, *shared: Any) -> Any:
         if jax.tree.leaves(state)[0].shape[0] == 1:
             out = fn(jax.tree.map(lambda a: a[0], state), *shared)
             return jax.tree.map(lambda a: a[None], out)
@@ -93,7 +95,7 @@ def plan_arrays(call: Call, per_call: int, names: tuple[str, ...]) -> dict[str, 
     if pad < 0:
         raise ValueError(f"a call of {len(call.slots)} slots in a program of {per_call}")
 
-    def col(values, dtype):
+    def col(values: Iterable[Any], dtype: npt.DTypeLike) -> np.ndarray:
         return np.asarray(list(values) + [0] * pad, dtype)
 
     return {"n_plain": col((s.n_plain for s in call.slots), np.int32),
@@ -102,7 +104,8 @@ def plan_arrays(call: Call, per_call: int, names: tuple[str, ...]) -> dict[str, 
             "on": {n: col((s.on.get(n, False) for s in call.slots), bool) for n in names}}
 
 
-def make_program(exp: Experiment, per_call: int = 1, lay: Layout | None = None) -> Callable:
+def make_program(exp: Experiment, per_call: int = 1,
+                 lay: Layout | None = None) -> jax.stages.Wrapped:
     """The jitted, member-mapped program of `per_call` slots (state donated).
 
     With a layout that splits the batch (train.shard=batch), every batch the program draws,
@@ -119,12 +122,13 @@ def make_program(exp: Experiment, per_call: int = 1, lay: Layout | None = None) 
     probe_fns = probe_functions(exp, head)
     bins = histogram_bins(exp)
 
-    def plain(state, d):
+    def plain(state: TrainState, d: dict[str, jax.Array]) -> TrainState:
         batch = lay.constrain_batch(step.draw_batch(state, d["x_train"], d["y_train"],
                                                     batch_size))
         return train_step(state, batch, step.stream_key(state, step.STREAM_DROPOUT))[0]
 
-    def measured(state, d, apply, on):
+    def measured(state: TrainState, d: dict[str, jax.Array], apply: jax.Array,
+                 on: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
         batch = lay.constrain_batch(step.draw_batch(state, d["x_train"], d["y_train"],
                                                     batch_size))
         eps = (step.zero_perturbation(model, state.params, state.model_state, batch[0])
@@ -142,18 +146,22 @@ def make_program(exp: Experiment, per_call: int = 1, lay: Layout | None = None) 
         m["diverged_at"] = new.diverged_at
         return new, m
 
-    def slot(state, d, s):
+    def slot(state: TrainState, d: dict[str, jax.Array],
+             s: dict[str, Any]) -> tuple[TrainState, dict[str, jax.Array]]:
         state, m = measured(state, d, s["apply"], s["on"])
         state = jax.lax.fori_loop(0, s["n_plain"], lambda _, st: plain(st, d), state)
         return state, m
 
-    def one_member(state, d, plan):
+    def one_member(state: TrainState, d: dict[str, jax.Array],
+                   plan: dict[str, Any]) -> tuple[TrainState, dict[str, jax.Array]]:
         if per_call == 1:
             state, m = slot(state, d, jax.tree.map(lambda a: a[0], plan))
             return state, jax.tree.map(lambda a: a[None], m)
 
-        def body(state, s):
-            def skip(st):  # an unused slot of the call's tail: nothing runs
+        def body(state: TrainState,
+                 s: dict[str, Any]) -> tuple[TrainState, dict[str, jax.Array]]:
+            def skip(st: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+                # an unused slot of the call's tail: nothing runs
                 return st, step.placeholder(jax.eval_shape(slot, st, d, s)[1])
 
             return jax.lax.cond(s["active"], lambda st: slot(st, d, s), skip, state)
@@ -163,7 +171,8 @@ def make_program(exp: Experiment, per_call: int = 1, lay: Layout | None = None) 
     how = "vmap" if lay.splits_members else member_loop(exp)
     members = over_members(one_member, how, MEMBERS if lay.splits_members else None)
 
-    def program(state, d, plan):
+    def program(state: TrainState, d: dict[str, jax.Array],
+                plan: dict[str, Any]) -> tuple[TrainState, dict[str, jax.Array]]:
         split = {k: lay.constrain_batch(v) for k, v in d.items() if k not in TRAIN_SPLIT}
         with jax.default_matmul_precision(cfg.train.matmul_precision):  # read when traced
             return members(state, {**d, **split}, plan)

@@ -24,7 +24,8 @@ def lr_factor(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([warmup, cosine], [w])
 
 
-def _base(cfg: OptimizerConfig, learning_rate) -> optax.GradientTransformation:
+def _base(cfg: OptimizerConfig,
+          learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
     if cfg.name == "sgd":
         tx = optax.sgd(learning_rate)
     elif cfg.name == "momentum":
@@ -49,7 +50,7 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int = 1, injectable_lr: bo
     the schedule is a multiplier, so it composes with any rate.
     """
 
-    def make(learning_rate):
+    def make(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
         parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm > 0 else []
         parts.append(_base(cfg, learning_rate))
         if cfg.schedule == "warmup_cosine":

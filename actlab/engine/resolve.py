@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from actlab import activations, data, models, sinks
-from actlab.config import Config, ConfigError, ProbesConfig
+from actlab.config import Config, ConfigError, ModelConfig, ProbesConfig
 from actlab.config.axes import AxisError
 from actlab.engine import axes
 from actlab.errors import UserError
@@ -42,7 +42,7 @@ def resolve(config: Config) -> Config:
                                probes=ProbesConfig(probe_settings), resolved=True)
 
 
-def _model(config: Config):
+def _model(config: Config) -> ModelConfig:
     m = config.model
     name = m.name
     if name not in models.names():

@@ -6,7 +6,7 @@ notebook can look at (or step) a single member of a vmapped run.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax
 import jax
@@ -30,6 +30,9 @@ class TrainState:
     # metric constants per layer ([L] each): saturation bounds (NaN: never saturates)
     # and max |phi'|; they depend on vmapped activation parameters
     consts: dict[str, jax.Array]
+
+    if TYPE_CHECKING:  # added by flax.struct.dataclass, which does not declare it
+        def replace(self, **updates: Any) -> TrainState: ...
 
 
 def step_key(state: TrainState) -> jax.Array:

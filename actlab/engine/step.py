@@ -35,6 +35,7 @@ from actlab.engine.state import (  # noqa: F401  (the state's names, where the s
 from actlab.measure.heads import Head
 from actlab.measure.step import evaluate, measure  # noqa: F401  (the measurement step)
 from actlab.models import Model
+from actlab.models.base import PyTree
 
 
 def draw_batch(state: TrainState, x: jax.Array, y: jax.Array,
@@ -50,14 +51,16 @@ def draw_batch(state: TrainState, x: jax.Array, y: jax.Array,
 def loss_fn(model: Model, head: Head) -> Callable:
     """loss(params, eps, model_state, x, y, rng) -> (mean loss, new model state), training mode."""
 
-    def loss(params, eps, model_state, x, y, rng):
+    def loss(params: PyTree, eps: PyTree, model_state: PyTree, x: jax.Array, y: jax.Array,
+             rng: jax.Array | None) -> tuple[jax.Array, PyTree]:
         logits, _, new_state = model.apply(params, model_state, x, eps, train=True, rng=rng)
         return head.loss(logits, y), new_state
 
     return loss
 
 
-def zero_perturbation(model: Model, params, model_state, x: jax.Array):
+def zero_perturbation(model: Model, params: PyTree, model_state: PyTree,
+                      x: jax.Array) -> PyTree:
     """Zeros shaped like every layer's pre-activation z for inputs x.
 
     Added to z inside the model, their gradient is d loss / d z (delta) for free.
@@ -67,7 +70,8 @@ def zero_perturbation(model: Model, params, model_state, x: jax.Array):
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
-def gate(state: TrainState, loss: jax.Array, updates, opt_state, model_state,
+def gate(state: TrainState, loss: jax.Array, updates: PyTree, opt_state: PyTree,
+         model_state: PyTree,
          apply: jax.Array | bool = True) -> TrainState:
     """Apply an update unless the member diverged: a non-finite loss freezes it for good.
 
@@ -93,7 +97,8 @@ def gate(state: TrainState, loss: jax.Array, updates, opt_state, model_state,
 
 def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array], rng: jax.Array | None, *,
                model: Model, tx: optax.GradientTransformation, loss_fn: Callable,
-               apply: jax.Array | bool = True, eps=None) -> tuple[TrainState, dict[str, Any]]:
+               apply: jax.Array | bool = True,
+               eps: PyTree = None) -> tuple[TrainState, dict[str, Any]]:
     """One update on `batch`, through the divergence gate.
 
     Returns the new state and {"loss", "grads", "updates", "grad_eps", "step"} (grad_eps:
@@ -110,24 +115,25 @@ def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array], rng: jax.A
                  "step": state.step}
 
 
-def placeholder(shapes) -> Any:
+def placeholder(shapes: PyTree) -> Any:
     """Arrays of these shapes standing for a measurement not taken: NaN (integers: 0)."""
     return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype)
                         if jnp.issubdtype(s.dtype, jnp.floating)
                         else jnp.zeros(s.shape, s.dtype), shapes)
 
 
-def switched(fn: Callable, on: jax.Array, *args) -> Any:
+def switched(fn: Callable, on: jax.Array, *args: Any) -> Any:
     """fn(*args) when `on`, else NaNs of the same structure (lax.cond: off costs nothing)."""
     return jax.lax.cond(on, fn, lambda *a: placeholder(jax.eval_shape(fn, *a)), *args)
 
 
-def make_train_step(exp: Any, delta: bool = True) -> Callable:
-    """`train_step(state, batch, rng) -> (state, out)` for one member of `exp`, jitted.
+def make_train_step(exp: Any, delta: bool = True, donate: bool = False) -> Callable:
+    """`train_step(state, batch, rng=None) -> (state, out)` for one member of `exp`, jitted.
 
-    The state is donated (updated in place); `delta` adds the zero perturbation whose
-    gradient is each layer's backward signal (delta_norm). `out` goes to `measure`
-    together with the state *before* the update.
+    `out` goes to `measure` together with the state *before* the update, so that state is
+    kept by default; `donate=True` updates it in place (a loop that never measures).
+    `delta` adds the zero perturbation whose gradient is each layer's backward signal
+    (delta_norm).
     """
     loss = loss_fn(exp.model, exp.head)
 
@@ -137,4 +143,4 @@ def make_train_step(exp: Any, delta: bool = True) -> Callable:
                if delta else None)
         return train_step(state, batch, rng, model=exp.model, tx=exp.tx, loss_fn=loss, eps=eps)
 
-    return jax.jit(bound, donate_argnums=0)
+    return jax.jit(bound, donate_argnums=0 if donate else ())

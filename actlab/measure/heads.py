@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,10 @@ import optax
 
 from actlab.config import HEADS  # noqa: F401  (the names live in config)
 from actlab.measure import metrics
+
+if TYPE_CHECKING:
+    from actlab.config import Config
+    from actlab.data import Dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +40,10 @@ class Head:
 
 
 def _rating(scale: float) -> Head:
-    def loss(logits, y):
+    def loss(logits: jax.Array, y: jax.Array) -> jax.Array:
         return jnp.mean((jax.nn.sigmoid(logits[:, 0]) - y) ** 2)
 
-    def measures(logits, y):
+    def measures(logits: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
         mse = loss(logits, y)
         return {"loss": mse, "acc": jnp.float32(jnp.nan), "rmse": jnp.sqrt(mse) * scale}
 
@@ -46,22 +51,22 @@ def _rating(scale: float) -> Head:
 
 
 def _classifier(loss: Callable, probs: Callable) -> Head:
-    def measures(logits, y):
+    def measures(logits: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
         return {"loss": loss(logits, y), "acc": metrics.accuracy(logits, y)}
 
     return Head(loss, measures, probs)
 
 
-def _softmax_loss(logits, y):
+def _softmax_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-def _one_vs_all_loss(logits, y):
+def _one_vs_all_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
     onehot = jax.nn.one_hot(y, logits.shape[-1])
     return optax.sigmoid_binary_cross_entropy(logits, onehot).sum(-1).mean()
 
 
-def _mse_loss(logits, y):
+def _mse_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
     out = logits.astype(jnp.float32)
     onehot = jax.nn.one_hot(y, out.shape[-1], dtype=out.dtype)
     return 0.5 * jnp.mean(jnp.sum(jnp.square(out - onehot), axis=-1))
@@ -83,7 +88,7 @@ def head(name: str, task: str = "classification", scale: float = 1.0,
     return _classifier(_softmax_loss, lambda logits: jax.nn.softmax(logits, -1))
 
 
-def of_config(config, dataset) -> Head:
+def of_config(config: Config, dataset: Dataset) -> Head:
     """The head of a configuration (model.head, model.loss) for a dataset."""
     return head(config.model.head, dataset.task, dataset.meta.get("scale", 1.0),
                 config.model.loss)

@@ -30,10 +30,14 @@ actlab.theory.predict_layers.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Sequence
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 
 from actlab.config import METRICS
+from actlab.models.base import PyTree
 
 DEAD_EPS = 1e-12
 SAT_REL = 0.01
@@ -51,9 +55,16 @@ FAMILIES = (*PARAMETER_METRICS, "delta_norm", *ACTIVATION_METRICS, *SIGNAL_METRI
 assert FAMILIES == METRICS, "actlab.config.METRICS names the families computed here"
 MAX_PAIRS = 64  # probe pairs (2i, 2i + 1) that c averages over
 
+# captures of every layer: stacked [L, P, W], or a list of per-layer [P, ..., C] arrays
+Layers = jax.Array | list[jax.Array] | tuple[jax.Array, ...]
+OptionalLayers = jax.Array | Sequence[jax.Array | None] | None  # gate, flow: gated units only
+# z, h, dphi, gate, flow of one layer or of the stack (stacked z: every capture is stacked)
+_Captures = tuple[jax.Array, jax.Array, jax.Array, jax.Array | None, jax.Array | None]
 
-def parameter_metrics(sqnorms, params, grads, updates,
-                      selected=PARAMETER_METRICS) -> dict[str, jax.Array]:
+
+def parameter_metrics(sqnorms: Callable[[PyTree], tuple[jax.Array, jax.Array]],
+                      params: PyTree, grads: PyTree, updates: PyTree,
+                      selected: Collection[str] = PARAMETER_METRICS) -> dict[str, jax.Array]:
     """grad_norm, weight_norm, update_ratio per hidden layer ([L]) and for the output layer.
 
     Only the `selected` ones are computed; `sqnorms(tree) -> ([L], out)` gives squared
@@ -80,7 +91,7 @@ def _delta_one(g_Bx: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(per_example_sq))
 
 
-def delta_norm(grad_eps) -> jax.Array:
+def delta_norm(grad_eps: Layers) -> jax.Array:
     """RMS over the batch of ||d loss_b / d z_l||, from d(mean loss)/d eps.
 
     `grad_eps` is stacked [L, B, W] or a list of per-layer [B, ..., C] arrays; returns [L].
@@ -90,10 +101,11 @@ def delta_norm(grad_eps) -> jax.Array:
     return jax.vmap(_delta_one)(grad_eps)
 
 
-def activation_metrics(z, h, dphi, sat_lo_L: jax.Array, sat_hi_L: jax.Array,
-                       dphi_max_L: jax.Array, selected=ACTIVATION_METRICS,
-                       can_die_L: jax.Array | None = None, gate=None,
-                       flow=None) -> dict[str, jax.Array]:
+def activation_metrics(z: Layers, h: Layers, dphi: Layers, sat_lo_L: jax.Array,
+                       sat_hi_L: jax.Array, dphi_max_L: jax.Array,
+                       selected: Collection[str] = ACTIVATION_METRICS,
+                       can_die_L: jax.Array | None = None, gate: OptionalLayers = None,
+                       flow: OptionalLayers = None) -> dict[str, jax.Array]:
     """act_mean, act_std, dead_frac, sat_frac per layer, on the probe batch (the selected ones).
 
     z, h, dphi are stacked [L, P, W] or lists of per-layer [P, ..., C] arrays (every
@@ -112,20 +124,22 @@ def activation_metrics(z, h, dphi, sat_lo_L: jax.Array, sat_hi_L: jax.Array,
         n = len(z)
         gate, flow = gate or [None] * n, flow or [None] * n
 
-        def flat(a):
+        def flat(a: jax.Array | None) -> jax.Array | None:
             return None if a is None else a.reshape(1, -1, a.shape[-1])
 
-        per = [_stacked_metrics(*(flat(a) for a in arrays), sat_lo_L[l:l + 1],
+        per = [_stacked_metrics(*cast(_Captures, tuple(flat(a) for a in arrays)), sat_lo_L[l:l + 1],
                                 sat_hi_L[l:l + 1], dphi_max_L[l:l + 1], can_die_L[l:l + 1],
                                 selected)
                for l, arrays in enumerate(zip(z, h, dphi, gate, flow, strict=True))]
         return {k: jnp.concatenate([p[k] for p in per]) for k in per[0]}
-    return _stacked_metrics(z, h, dphi, gate, flow, sat_lo_L, sat_hi_L, dphi_max_L, can_die_L,
-                            selected)
+    return _stacked_metrics(*cast(_Captures, (z, h, dphi, gate, flow)), sat_lo_L, sat_hi_L,
+                            dphi_max_L, can_die_L, selected)
 
 
-def _stacked_metrics(z_LxPxW, h_LxPxW, dphi_LxPxW, gate_LxPxW, flow_LxPxW, sat_lo_L, sat_hi_L,
-                     dphi_max_L, can_die_L, selected):
+def _stacked_metrics(z_LxPxW: jax.Array, h_LxPxW: jax.Array, dphi_LxPxW: jax.Array,
+                     gate_LxPxW: jax.Array | None, flow_LxPxW: jax.Array | None,
+                     sat_lo_L: jax.Array, sat_hi_L: jax.Array, dphi_max_L: jax.Array,
+                     can_die_L: jax.Array, selected: Collection[str]) -> dict[str, jax.Array]:
     out = {}
     if "act_mean" in selected:
         out["act_mean"] = jnp.mean(h_LxPxW, axis=(1, 2))
@@ -151,7 +165,8 @@ def num_pairs(p: int) -> int:
     return min(MAX_PAIRS, p // 2)
 
 
-def signal_metrics(z, selected=SIGNAL_METRICS) -> dict[str, jax.Array]:
+def signal_metrics(z: Layers,
+                   selected: Collection[str] = SIGNAL_METRICS) -> dict[str, jax.Array]:
     """q (mean z^2) and c (mean cosine of z over the pairs (2i, 2i + 1), i < K) per layer.
 
     z is stacked [L, P, W] or a list of per-layer [P, ..., C] arrays; returns [L] each.
@@ -162,7 +177,7 @@ def signal_metrics(z, selected=SIGNAL_METRICS) -> dict[str, jax.Array]:
     return _signal(z.reshape(z.shape[0], z.shape[1], -1), selected)
 
 
-def _signal(z_LxPxN: jax.Array, selected) -> dict[str, jax.Array]:
+def _signal(z_LxPxN: jax.Array, selected: Collection[str]) -> dict[str, jax.Array]:
     out = {}
     if "q" in selected:
         out["q"] = jnp.mean(jnp.square(z_LxPxN), axis=(1, 2))
@@ -183,7 +198,7 @@ def _signal(z_LxPxN: jax.Array, selected) -> dict[str, jax.Array]:
 HIST_KEYS = ("preact_hist/edges", "preact_hist/counts", "preact_hist/moments")
 
 
-def preact_histograms(z, bins: int) -> dict[str, jax.Array]:
+def preact_histograms(z: Layers, bins: int) -> dict[str, jax.Array]:
     """Per-layer histograms of the pre-activations z on the probe batch, in float32.
 
     z is stacked [L, P, W] or a list of per-layer arrays. Each layer's finite values are

@@ -17,6 +17,7 @@ from actlab.config import METRICS
 from actlab.measure import metrics
 from actlab.measure.heads import Head
 from actlab.models import Model
+from actlab.models.base import PyTree
 
 
 class MemberState(Protocol):
@@ -77,7 +78,7 @@ def measure(state: MemberState, out: dict[str, Any], x_probe: jax.Array, y_probe
     return m
 
 
-def evaluate(params, model_state, x: jax.Array, y: jax.Array, *, model: Model,
+def evaluate(params: PyTree, model_state: PyTree, x: jax.Array, y: jax.Array, *, model: Model,
              head: Head) -> dict[str, jax.Array]:
     """eval/loss, eval/acc (eval/rmse for ratings) on the given split, evaluation mode."""
     logits, _, _ = model.apply(params, model_state, x)

@@ -33,6 +33,7 @@ from actlab.models.base import (  # noqa: F401  (the protocol's public names)
     require_sequence_or_image,
     unit,
 )
+from actlab.models.initializers import Scheme
 from actlab.registry import Registry
 
 
@@ -87,7 +88,8 @@ def check(name: str, params: Mapping[str, Any]) -> int:
 
 
 def build(name: str, *, specs: tuple[Spec, ...], num_classes: int, input_shape: tuple[int, ...],
-          init: tuple[str, str, float] = ("he", "normal", 1.0), **params: Any) -> Model:
+          init: Scheme | tuple[str, str, float] = ("he", "normal", 1.0),
+          **params: Any) -> Model:
     """Build model `name` (see names()) for the given activations and data shape."""
     builder = _BUILDERS.get(name)
     if name not in GATED_MODELS and any(sp.gated for sp in specs):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 import jax
@@ -29,6 +29,8 @@ import jax.numpy as jnp
 from actlab.activations import Spec
 from actlab.config import validate
 from actlab.errors import UserError
+
+PyTree = Any  # a JAX pytree: parameters, model or optimizer state, gradients, captures
 
 
 class ModelError(UserError):
@@ -131,7 +133,7 @@ class Model:
                     per[role.layer + i].append(rows[i])
             elif role.group == "layer":
                 per[role.layer].append(jnp.sum(jnp.square(x)))
-        return jnp.stack([sum(p) for p in per]), sum(out)
+        return jnp.stack([sum(p) for p in per]), cast(jax.Array, sum(out))  # out: one layer
 
     def activation_params(self, params: Mapping[str, Any]) -> dict[str, jax.Array]:
         """Learned activation parameters, e.g. prelu_alpha -> [L] or prelu_alpha/3 -> scalar."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,9 @@ import jax.numpy as jnp
 from actlab.config import DISTRIBUTIONS, INIT_SCHEMES  # noqa: F401  (names live in config)
 
 # name -> (variance scale, fan mode); Var w = gain^2 * scale / fan
-_SCHEMES = {
+_Mode = Literal["fan_in", "fan_out", "fan_avg", "fan_geo_avg"]
+_Distribution = Literal["truncated_normal", "normal", "uniform"]  # DISTRIBUTIONS
+_SCHEMES: dict[str, tuple[float, _Mode]] = {
     "he": (2.0, "fan_in"),  # relu family (He et al. 2015)
     "glorot": (1.0, "fan_avg"),  # tanh/sigmoid (Glorot & Bengio 2010): 2/(fan_in+fan_out)
     "lecun": (1.0, "fan_in"),  # selu
@@ -67,7 +69,8 @@ def kernel_init(name: str, distribution: str = "normal", gain: float = 1.0,
         raise ValueError(f"unknown init '{name}'; known: {', '.join(names())}")
     scale, mode = _SCHEMES[name]
     return jax.nn.initializers.variance_scaling(
-        gain**2 * scale, mode, distribution, in_axis=-2, out_axis=-1, batch_axis=batch_axis
+        gain**2 * scale, mode, cast(_Distribution, distribution), in_axis=-2, out_axis=-1,
+        batch_axis=batch_axis
     )
 
 
@@ -81,12 +84,14 @@ def _explicit(name: str, distribution: str, gain: float, stacked: bool,
         raise ValueError(f"unknown init '{name}'; known: {', '.join(names())}")
     if not per_layer and name != "orthogonal":
         return jax.nn.initializers.variance_scaling(
-            gain**2 * float(sigma_w2), "fan_in", distribution, in_axis=-2, out_axis=-1,
+            gain**2 * float(cast(float, sigma_w2)), "fan_in", cast(_Distribution, distribution),
+            in_axis=-2, out_axis=-1,
             batch_axis=(0,) if stacked else ())
     if name == "orthogonal":
         base = kernel_init("orthogonal", gain=1.0, stacked=stacked)
     else:
-        base = jax.nn.initializers.variance_scaling(1.0, "fan_in", distribution, in_axis=-2,
+        base = jax.nn.initializers.variance_scaling(1.0, "fan_in",
+                                                    cast(_Distribution, distribution), in_axis=-2,
                                                     out_axis=-1, batch_axis=(0,))
 
     def init(key, shape, dtype=jnp.float32):

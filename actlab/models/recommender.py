@@ -6,6 +6,8 @@ to a rating in [0, 1] (the dataset's ratings are scaled to that range).
 
 from __future__ import annotations
 
+from typing import cast
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -63,7 +65,8 @@ def build(*, specs, num_classes, input_shape, init, n_factors=16, hidden=(64, 32
     if tuple(input_shape) != (2,) or num_users is None:
         raise ModelError("model 'recommender' needs a ratings dataset of (user, item) pairs "
                          "(dataset=ratings or dataset=movielens)")
-    module = Recommender(specs=tuple(specs), num_users=num_users, num_items=num_items,
+    module = Recommender(specs=tuple(specs), num_users=num_users,
+                         num_items=cast(int, num_items),  # ratings datasets give both
                          n_factors=n_factors, hidden=tuple(hidden), dropout=dropout,
                          init_scheme=tuple(init))
     return Model(module=module, specs=tuple(specs), labels=prefix_labels(len(specs)))

@@ -1,1 +1,4 @@
-"""Runs: the driver, records and trackers, the run directory, checkpoints and retraining."""
+"""Runs: the driver `run(config, run_dir)`, records and trackers, the run directory,
+checkpoints and retraining."""
+
+from actlab.runs.driver import run  # noqa: F401

@@ -106,7 +106,7 @@ def _whole(tree: Any) -> Any:
         whole = [multihost_utils.process_allgather(leaves[i], tiled=True) for i in split]
     for i, a in zip(split, whole, strict=True):
         leaves[i] = a
-    return treedef.unflatten(leaves)
+    return jax.tree.unflatten(treedef, leaves)  # treedef.unflatten: its stub is unresolved
 
 
 def latest_step(run_dir: str | os.PathLike) -> int | None:

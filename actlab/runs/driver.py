@@ -160,14 +160,14 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     code, at = devices.broadcast((MODES.index(mode), -1 if start is None else start))
     mode, start = MODES[code], None if at < 0 else at
     if mode == "done":
-        summary = json.loads((run_dir / files.SUMMARY_FILE).read_text())
+        summary: dict[str, Any] = json.loads((run_dir / files.SUMMARY_FILE).read_text())
         print(f"{run_dir}: already {summary['status']}, skipped", flush=True)
         return summary
     exp = build(config)
     members = exp.members
     trackers = [Tracker(m, tc.target, config.optimizer.lr) for m in members]
-    summary: dict[str, Any] = {"config": config.to_dict(), "status": "running", "seeds": [],
-                               "aggregate": {}}
+    summary = {"config": config.to_dict(), "status": "running", "seeds": [],
+               "aggregate": {}}
     scheme = resolved_init(config, exp.specs)
     # the initialisation as drawn (init=critical: the edge-of-chaos sigma_w2 per layer)
     summary["init"] = {"name": scheme.name, "sigma_w2": scheme.sigma_w2,
@@ -178,6 +178,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     ckpt = checkpoint.Checkpoints(run_dir, tc.checkpoint_keep) if (
         tc.checkpoint_every > 0 or mode == "resume") else None
     if mode == "resume":
+        assert ckpt is not None and start is not None  # a resume starts from a checkpoint
         state = ckpt.restore(start, state)
         kept = rundir.refeed_records(run_dir, start, members, trackers, rewrite=primary)
         t0 -= max((r["wall_time"] for r in kept), default=0.0)
@@ -226,6 +227,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
             if pending is not None:
                 record(*pending)
             pending = (c, m)
+        assert pending is not None  # every plan has a call
         last_div = record(*pending, running=False)  # the final summary is written below
         bar.close()
         summary["train_seconds"] = round(time.perf_counter() - t_train, 4)  # after compiling

@@ -100,7 +100,7 @@ def aggregate(members: list[dict[str, Any]], ci: bool = True) -> dict[str, Any]:
 
 
 def to_records(m: dict[str, np.ndarray], step: int, wall: float,
-               members: list[dict[str, Any]], on: dict[str, bool]) -> list[dict[str, Any]]:
+               members: list[dict[str, Any]], on: Mapping[str, bool]) -> list[dict[str, Any]]:
     """Flatten one chunk's metrics ([members, ...] arrays) into per-member records.
 
     Each record carries the member's seed and its vmapped hyperparameter values.

@@ -76,6 +76,7 @@ class TensorBoardWriter(NullWriter):
 
     def _identity(self, i: int, record: Record | None) -> tuple[str, set[str]]:
         if self.names is not None and i < len(self.names):
+            assert self.members is not None  # names are the members'
             return self.names[i], set(self.members[i])
         ids = {k: v for k, v in (record or {}).items()
                if k == "seed" or ("." in k and "/" not in k)}

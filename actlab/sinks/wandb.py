@@ -72,7 +72,9 @@ class WandbWriter(NullWriter):
                 project=self.options.get("project") or "actlab",
                 entity=self.options.get("entity"), group=self.options.get("group") or self.group,
                 tags=list(self.options.get("tags") or []), name=name, dir=str(self.dir),
-                config={**self.config, "member": m}, mode=self.mode, reinit="create_new",
+                # wandb.init's annotation omits modes its Settings accept (dryrun, run: WANDB_MODE)
+                config={**self.config, "member": m}, mode=self.mode,  # type: ignore[arg-type]
+                reinit="create_new",
                 settings=self.wandb.Settings(silent=True, console="off", x_disable_stats=True))
         return self.runs[i]
 

@@ -57,6 +57,7 @@ def _resolve(act: Act | _Phi, params: Mapping[str, Any] | None = None) -> _Phi:
     if isinstance(act, activations.Spec) and act.gated:
         raise TheoryError(f"'{act.name}' is a gated unit g(z_g) * z_v: the mean-field maps "
                           f"here are for elementwise activations (its gate: {act.gate.name})")
+    key: Any  # hashable: the Spec's name and parameters, or the callable itself
     if isinstance(act, activations.Spec):
         key = (act.name, tuple(sorted(act.fixed.items())), tuple(sorted(act.learned.items())))
         fn, name = (lambda x, sp=act: sp(x, **sp.learned)), act.name
@@ -147,7 +148,7 @@ def _fixed(phi: _Phi, w, b, corr: bool = True) -> dict[str, np.ndarray]:
             "slope": np.where(ok, w * slope, np.nan)}
 
 
-def _xi(rate: np.ndarray, marginal: float = 1e-10) -> np.ndarray:
+def _xi(rate: np.ndarray | np.float64, marginal: float = 1e-10) -> np.ndarray:
     """Depth scale -1/ln|rate|: infinite at |rate| >= 1 (to the quadrature's accuracy)."""
     with np.errstate(divide="ignore"):  # nan stays nan
         return np.where(np.abs(rate) >= 1 - marginal, np.inf, -1.0 / np.log(np.abs(rate)))
@@ -193,7 +194,8 @@ def _critical(phi: _Phi, b: np.ndarray) -> tuple[np.ndarray, list[str]]:
 Params = Mapping[str, Any] | None  # the activation's parameters when act is a name
 
 
-def kernel(act: Act, q, c=1.0, *, derivative: bool = False, params: Params = None) -> np.ndarray:
+def kernel(act: Act | _Phi, q, c=1.0, *, derivative: bool = False,
+           params: Params = None) -> np.ndarray:
     """E[phi(u1) phi(u2)] (or E[phi'(u1) phi'(u2)]) for Var u1 = Var u2 = q, correlation c."""
     phi = _resolve(act, params)
     q, c = np.broadcast_arrays(np.asarray(q, np.float64), np.asarray(c, np.float64))
@@ -215,7 +217,8 @@ def corr_map(act: Act, sigma_w2: float, sigma_b2: float, c, q: float | None = No
     return (sigma_w2 * kernel(phi, q, c) + sigma_b2) / (sigma_w2 * kernel(phi, q) + sigma_b2)
 
 
-def q_star(act: Act, sigma_w2: float, sigma_b2: float, *, params: Params = None) -> float:
+def q_star(act: Act | _Phi, sigma_w2: float, sigma_b2: float, *,
+           params: Params = None) -> float:
     """The stable fixed point of the length map that q = 1 flows to (TheoryError if q diverges)."""
     return _point(act, sigma_w2, sigma_b2, params, corr=False)["q_star"]
 
@@ -244,7 +247,7 @@ def critical_sigma_w2(act: Act, sigma_b2: float, *, params: Params = None) -> fl
     return float(out[0])
 
 
-def edge_of_chaos(act: Act, sigma_b2_grid, *, params: Params = None) -> np.ndarray:
+def edge_of_chaos(act: Act | _Phi, sigma_b2_grid, *, params: Params = None) -> np.ndarray:
     """The critical sigma_w2 for each sigma_b2 (nan where none exists)."""
     return _critical(_resolve(act, params), np.atleast_1d(np.asarray(sigma_b2_grid, float)))[0]
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,8 @@ class _Phi:
     def __init__(self, fn: Callable, name: str):
         self.name = name
         with jax.enable_x64(True):
-            self._fd = jax.jit(lambda x: jax.jvp(fn, (x,), (jnp.ones_like(x),)))
+            self._fd: Callable[[Any], tuple[Any, Any]] = jax.jit(
+                lambda x: jax.jvp(fn, (x,), (jnp.ones_like(x),)))
             try:
                 self._fd(jnp.zeros(4))
             except (TypeError, jax.errors.JAXTypeError):  # numpy-only phi: central differences
@@ -51,7 +53,8 @@ class _Phi:
         buf[:n] = x.ravel()
         with jax.enable_x64(True):
             outs = [self._fd(chunk) for chunk in buf.reshape(-1, size)]
-        return tuple(np.concatenate([o[i] for o in outs])[:n].reshape(x.shape) for i in (0, 1))
+        return cast(tuple[np.ndarray, np.ndarray], tuple(  # (phi, phi')
+            np.concatenate([o[i] for o in outs])[:n].reshape(x.shape) for i in (0, 1)))
 
 
 def _find_kinks(fd: Callable) -> np.ndarray:

@@ -15,20 +15,26 @@ import contextlib
 import contextvars
 import functools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import matplotlib as mpl
-from matplotlib.colors import to_hex
+from matplotlib.colors import ListedColormap, to_hex
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 # Okabe-Ito: a colour-blind-safe qualitative palette.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
            "#000000")
 _FIXED = {"relu": 0, "tanh": 1, "sigmoid": 2, "gelu": 3, "leaky_relu": 4, "selu": 5,
           "swish": 6, "elu": 7}
-_EXTRA = mpl.colormaps["tab20"].colors
+_EXTRA = cast(Sequence[tuple[float, float, float]],  # tab20: a ListedColormap of RGB tuples
+              cast(ListedColormap, mpl.colormaps["tab20"]).colors)
 
 # actlab's look, applied per figure (never to the global rcParams).
+STYLE: dict[RcKeyType, Any]
 STYLE = {"figure.dpi": 110, "axes.spines.top": False, "axes.spines.right": False,
          "axes.grid": True, "grid.alpha": 0.3, "font.size": 9, "legend.frameon": False}
 

@@ -15,6 +15,7 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib import patheffects
+from matplotlib.artist import Artist
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -94,12 +95,13 @@ def phase_diagram(act: Any, sigma_w2: float | None = None, sigma_b2: float | Non
                          norm=LogNorm(vmin=lo, vmax=max(xi_cap, lo * 10)), rasterized=True)
     fig.colorbar(mesh, ax=ax, extend="max",
                  label=rf"$\xi_c$ (layers, log scale, capped at {xi_cap:g})")
-    handles = []
+    handles: list[Artist] = []
     if diverges.any():
         ax.contourf(w, b, diverges.astype(float), levels=[0.5, 1.5], colors="none",
                     hatches=["///"])
         handles.append(Patch(facecolor="0.88", edgecolor="0.3", hatch="///",
                              label=r"no fixed point ($q^*$ diverges)"))
+    edge: dict[str, Any]
     edge = dict(color="white", lw=2.2,
                 path_effects=[patheffects.withStroke(linewidth=4, foreground="black")])
     ax.plot(w_crit, b_line, **edge)

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 
 from actlab.models import Model
+from actlab.models.base import PyTree
 
 Measurement = Callable[..., dict[str, jax.Array]]  # (params, model_state, x, y, key) -> dict
 
@@ -56,7 +57,7 @@ def per_layer(out: dict[str, jax.Array]) -> dict[str, jax.Array]:
 def probe_loss(model: Model, head: Any, model_state: Any) -> Callable:
     """loss(params, x, y) in evaluation mode: deterministic and separable per example."""
 
-    def loss(params, x, y):
+    def loss(params: PyTree, x: jax.Array, y: jax.Array) -> jax.Array:
         return head.loss(model.apply(params, model_state, x)[0], y)
 
     return loss

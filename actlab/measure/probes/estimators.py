@@ -45,36 +45,42 @@ probe example.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 from jax.flatten_util import ravel_pytree
 from matfree import decomp, stochtrace
 
+from actlab.models import Model
+from actlab.models.base import PyTree
 
-def _vdot(a, b) -> jax.Array:
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b),
-                                              strict=True))
+_Moments = tuple[jax.Array, jax.Array, jax.Array]  # count, mean, sum of squared deviations
+
+
+def _vdot(a: PyTree, b: PyTree) -> jax.Array:
+    return cast(jax.Array, sum(jnp.vdot(x, y) for x, y in zip(  # parameters have leaves
+        jax.tree.leaves(a), jax.tree.leaves(b), strict=True)))
 
 
 # ---------------------------------------------------------------------------------------
 # Hessian-vector products, Lanczos and its Ritz values
 
 
-def flat_hvp(loss: Callable, params) -> tuple[jax.Array, Callable]:
+def flat_hvp(loss: Callable, params: PyTree) -> tuple[jax.Array, Callable]:
     """(theta, v -> H v) for the flattened parameter vector theta (forward-over-reverse)."""
     flat, unravel = ravel_pytree(params)
     grad = jax.grad(lambda f: loss(unravel(f)))
 
-    def hvp(v):
+    def hvp(v: jax.Array) -> jax.Array:
         return jax.jvp(grad, (flat,), (v,))[1]
 
     return flat, hvp
 
 
-def flat_masks(masks: Sequence[Any], params) -> jax.Array:
+def flat_masks(masks: Sequence[PyTree], params: PyTree) -> jax.Array:
     """Layer masks as a [L, n] array in the order of ravel_pytree(params), params' dtype."""
     rows = [ravel_pytree(jax.tree.map(lambda m, p: jnp.asarray(m, p.dtype), m, params))[0]
             for m in masks]
@@ -145,7 +151,7 @@ def _gaussian(key: jax.Array, like: jax.Array) -> jax.Array:
 # Whole-network curvature
 
 
-def hessian_eigs(loss: Callable, params, key: jax.Array, k: int = 1,
+def hessian_eigs(loss: Callable, params: PyTree, key: jax.Array, k: int = 1,
                  iters: int = 20) -> dict[str, jax.Array]:
     """hessian/eig_<i>, i < k: the k largest (algebraic) eigenvalues of H, descending.
 
@@ -159,13 +165,14 @@ def hessian_eigs(loss: Callable, params, key: jax.Array, k: int = 1,
     return {"hessian/top_eig": top[0], **{f"hessian/eig_{i}": top[i] for i in range(k)}}
 
 
-def hessian_top_eig(loss: Callable, params, key: jax.Array, iters: int = 20) -> jax.Array:
+def hessian_top_eig(loss: Callable, params: PyTree, key: jax.Array,
+                    iters: int = 20) -> jax.Array:
     """The largest (algebraic) eigenvalue of H: the top Ritz value of `iters` Lanczos steps."""
     return hessian_eigs(loss, params, key, 1, iters)["hessian/top_eig"]
 
 
-def hessian_trace(loss: Callable, params, key: jax.Array, samples: int = 16,
-                  masks: Sequence[Any] | None = None,
+def hessian_trace(loss: Callable, params: PyTree, key: jax.Array, samples: int = 16,
+                  masks: Sequence[PyTree] | None = None,
                   batch: int = 1) -> dict[str, jax.Array]:
     """Hutchinson's estimate of tr(H) and, with layer masks, of each block's tr(H_ll).
 
@@ -181,7 +188,7 @@ def hessian_trace(loss: Callable, params, key: jax.Array, samples: int = 16,
     sample = stochtrace.sampler_signs(flat, num=1)
     integrand = stochtrace.monte_carlo_trace_and_diagonal()
 
-    def one(k):
+    def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
         out = integrand(hvp, sample(k)[0])
         return out["trace"], out["diagonal"]
 
@@ -195,7 +202,8 @@ def hessian_trace(loss: Callable, params, key: jax.Array, samples: int = 16,
     return out
 
 
-def hessian_slq(loss: Callable, params, key: jax.Array, samples: int = 4, iters: int = 30,
+def hessian_slq(loss: Callable, params: PyTree, key: jax.Array, samples: int = 4,
+                iters: int = 30,
                 batch: int = 1) -> dict[str, jax.Array]:
     """Stochastic Lanczos quadrature of the spectral density of H.
 
@@ -213,7 +221,7 @@ def hessian_slq(loss: Callable, params, key: jax.Array, samples: int = 4, iters:
     flat, hvp = flat_hvp(loss, params)
     sample = stochtrace.sampler_signs(flat, num=1)
 
-    def one(k):
+    def one(k: jax.Array) -> tuple[jax.Array, jax.Array]:
         nodes, weights, _ = ritz(*lanczos(hvp, sample(k)[0], iters))
         return nodes, weights
 
@@ -221,7 +229,8 @@ def hessian_slq(loss: Callable, params, key: jax.Array, samples: int = 4, iters:
     return {"hessian/slq_nodes": nodes, "hessian/slq_weights": weights}
 
 
-def density(nodes, weights, grid, sigma: float) -> np.ndarray:
+def density(nodes: npt.ArrayLike, weights: npt.ArrayLike, grid: npt.ArrayLike,
+            sigma: float) -> np.ndarray:
     """Gaussian-smoothed SLQ spectral density on `grid` (numpy, for plots).
 
     rho(t) = (1/S) sum_{s,k} w_sk N(t; theta_sk, sigma^2) for nodes and weights [S, m]
@@ -240,7 +249,7 @@ def density(nodes, weights, grid, sigma: float) -> np.ndarray:
 # Per-layer curvature
 
 
-def layer_masks(model, params, out: bool = False) -> list[Any]:
+def layer_masks(model: Model, params: PyTree, out: bool = False) -> list[PyTree]:
     """One 0/1 pytree per layer l < model.num_layers: 1 where an entry is layer l's weight.
 
     Layer l's weights are the parameters labelled Role("layer", l) (kernel and bias
@@ -255,12 +264,12 @@ def layer_masks(model, params, out: bool = False) -> list[Any]:
     roles = jax.tree.leaves(model.labels(params))  # Roles are leaves (not pytree nodes)
     leaves, treedef = jax.tree.flatten(params)
 
-    def mask(select: Callable[[Any, tuple], jax.Array]):
+    def mask(select: Callable[[Any, tuple], jax.Array]) -> PyTree:
         return jax.tree.unflatten(treedef, [select(r, tuple(x.shape))
                                             for r, x in zip(roles, leaves, strict=True)])
 
-    def of_layer(l):
-        def select(role, shape):
+    def of_layer(l: int) -> Callable[[Any, tuple], jax.Array]:
+        def select(role: Any, shape: tuple) -> jax.Array:  # role: a models.Role
             if role.group == "layer" and role.stacked and 0 <= l - role.layer < shape[0]:
                 return jnp.zeros(shape, jnp.float32).at[l - role.layer].set(1)
             if role.group == "layer" and not role.stacked and role.layer == l:
@@ -274,7 +283,7 @@ def layer_masks(model, params, out: bool = False) -> list[Any]:
     return masks
 
 
-def hessian_layer_top_eig(loss: Callable, params, key: jax.Array, masks: Sequence[Any],
+def hessian_layer_top_eig(loss: Callable, params: PyTree, key: jax.Array, masks: Sequence[PyTree],
                           iters: int = 20) -> dict[str, jax.Array]:
     """hessian/top_eig_layer [L]: the largest eigenvalue of each diagonal block H_ll.
 
@@ -287,7 +296,7 @@ def hessian_layer_top_eig(loss: Callable, params, key: jax.Array, masks: Sequenc
     flat, hvp = flat_hvp(loss, params)
     fm = flat_masks(masks, params)
 
-    def one(args):
+    def one(args: tuple[jax.Array, jax.Array]) -> jax.Array:
         m, k = args
         ab = lanczos(lambda v: m * hvp(m * v), m * _gaussian(k, flat), iters)
         return _top(*ab, 1)[0]
@@ -300,7 +309,7 @@ def hessian_layer_top_eig(loss: Callable, params, key: jax.Array, masks: Sequenc
 # Gradient noise
 
 
-def noise_scale(example_loss: Callable, params, x: jax.Array, y: jax.Array,
+def noise_scale(example_loss: Callable, params: PyTree, x: jax.Array, y: jax.Array,
                 chunk: int = 64) -> dict[str, jax.Array]:
     """B_simple and its two parts from per-example gradients of `example_loss(params, x_i, y_i)`.
 
@@ -310,7 +319,7 @@ def noise_scale(example_loss: Callable, params, x: jax.Array, y: jax.Array,
     b = x.shape[0]
     grad1 = jax.grad(example_loss)
 
-    def sq(xy):
+    def sq(xy: tuple[jax.Array, jax.Array]) -> jax.Array:
         g = grad1(params, xy[0][None], xy[1][None])
         return _vdot(g, g)
 
@@ -323,7 +332,7 @@ def noise_scale(example_loss: Callable, params, x: jax.Array, y: jax.Array,
             "noise_scale/grad_sq": grad_sq}
 
 
-def gradient_moments(example_loss: Callable, params, x: jax.Array, y: jax.Array,
+def gradient_moments(example_loss: Callable, params: PyTree, x: jax.Array, y: jax.Array,
                      chunk: int = 64) -> tuple[jax.Array, jax.Array]:
     """Mean and variance (ddof = 0) over examples of the flat per-example gradients.
 
@@ -338,12 +347,12 @@ def gradient_moments(example_loss: Callable, params, x: jax.Array, y: jax.Array,
     grad1 = jax.grad(lambda f, xi, yi: example_loss(unravel(f), xi[None], yi[None]))
     grads = jax.vmap(grad1, in_axes=(None, 0, 0))
 
-    def stats(xs, ys):
+    def stats(xs: jax.Array, ys: jax.Array) -> tuple[jax.Array, jax.Array]:
         g = grads(flat, xs, ys)
         mean = jnp.mean(g, axis=0)
         return mean, jnp.sum(jnp.square(g - mean), axis=0)
 
-    def merge(acc, new):
+    def merge(acc: _Moments, new: _Moments) -> _Moments:
         (na, ma, sa), (nb, mb, sb) = acc, new
         n = na + nb
         d = mb - ma
@@ -354,7 +363,7 @@ def gradient_moments(example_loss: Callable, params, x: jax.Array, y: jax.Array,
     ys = y[:q * c].reshape(q, c, *y.shape[1:])
     first = (jnp.asarray(c, flat.dtype), *stats(xs[0], ys[0]))
 
-    def body(acc, xy):
+    def body(acc: _Moments, xy: tuple[jax.Array, jax.Array]) -> tuple[_Moments, None]:
         return merge(acc, (jnp.asarray(c, flat.dtype), *stats(*xy))), None
 
     acc, _ = jax.lax.scan(body, first, (xs[1:], ys[1:]))
@@ -364,7 +373,8 @@ def gradient_moments(example_loss: Callable, params, x: jax.Array, y: jax.Array,
     return mean, ssd / b
 
 
-def gsnr(example_loss: Callable, params, x: jax.Array, y: jax.Array, masks: Sequence[Any],
+def gsnr(example_loss: Callable, params: PyTree, x: jax.Array, y: jax.Array,
+         masks: Sequence[PyTree],
          chunk: int = 64, eps: float = 1e-5) -> dict[str, jax.Array]:
     """Gradient signal-to-noise ratio (Liu et al. 2020), per layer and over all parameters.
 

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 
 from actlab.measure.probes import estimators
-from actlab.measure.probes.base import Probe, per_layer, probe_loss
+from actlab.measure.probes.base import Measurement, Probe, per_layer, probe_loss
 from actlab.measure.probes.noise_scale import GradientProbeSettings
 from actlab.models import Model
 
@@ -22,7 +22,7 @@ def gsnr_probe(params: Any, model_state: Any, x: jax.Array, y: jax.Array, key: j
     return per_layer({"gsnr_layer": out["gsnr_layer"], "gsnr/mean": out["gsnr_mean"]})
 
 
-def make(s: GradientProbeSettings, model: Model, head: Any):
+def make(s: GradientProbeSettings, model: Model, head: Any) -> Measurement:
     """The gsnr probe bound to its settings."""
     return functools.partial(gsnr_probe, model=model, head=head, chunk=s.chunk)
 

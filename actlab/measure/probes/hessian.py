@@ -14,8 +14,9 @@ from actlab.config import ConfigError
 from actlab.config.validate import field
 from actlab.files import DENSITY_FILE
 from actlab.measure.probes import estimators
-from actlab.measure.probes.base import Probe, per_layer, probe_loss
+from actlab.measure.probes.base import Measurement, Probe, per_layer, probe_loss
 from actlab.models import Model
+from actlab.models.base import PyTree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +49,7 @@ def hessian_probe(params: Any, model_state: Any, x: jax.Array, y: jax.Array, key
     """
     f = probe_loss(model, head, model_state)
 
-    def loss(p):
+    def loss(p: PyTree) -> jax.Array:
         return f(p, x, y)
 
     masks = estimators.layer_masks(model, params)
@@ -60,7 +61,7 @@ def hessian_probe(params: Any, model_state: Any, x: jax.Array, y: jax.Array, key
     return per_layer(out)
 
 
-def make(s: HessianSettings, model: Model, head: Any):
+def make(s: HessianSettings, model: Model, head: Any) -> Measurement:
     """The hessian probe bound to its settings."""
     return functools.partial(hessian_probe, model=model, head=head, k=s.k, iters=s.iters,
                              samples=s.samples)

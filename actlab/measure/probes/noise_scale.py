@@ -11,7 +11,7 @@ import jax
 
 from actlab.config.validate import field
 from actlab.measure.probes import estimators
-from actlab.measure.probes.base import Probe, probe_loss
+from actlab.measure.probes.base import Measurement, Probe, probe_loss
 from actlab.models import Model
 
 
@@ -29,7 +29,7 @@ def noise_probe(params: Any, model_state: Any, x: jax.Array, y: jax.Array, key: 
     return estimators.noise_scale(probe_loss(model, head, model_state), params, x, y, chunk)
 
 
-def make(s: GradientProbeSettings, model: Model, head: Any):
+def make(s: GradientProbeSettings, model: Model, head: Any) -> Measurement:
     """The noise_scale probe bound to its settings."""
     return functools.partial(noise_probe, model=model, head=head, chunk=s.chunk)
 

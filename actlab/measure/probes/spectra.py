@@ -29,10 +29,13 @@ reshaped matrix. Its own spectral_norm column is sigma_1^2.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
+
+from actlab.models import Model
+from actlab.models.base import PyTree
 
 EVALS_THRESH = 1e-5
 MIN_EVALS = 10
@@ -43,7 +46,7 @@ def as_matrix(kernel: jax.Array) -> jax.Array:
     return kernel.reshape(-1, kernel.shape[-1])
 
 
-def layer_kernels(model, params) -> list[jax.Array]:
+def layer_kernels(model: Model, params: PyTree) -> list[jax.Array]:
     """Each layer's kernel as a [fan_in, out] matrix (`as_matrix`), l < model.num_layers.
 
     The kernel of layer l is its array labelled Role("layer", l, kernel=True) (row
@@ -64,7 +67,7 @@ def layer_kernels(model, params) -> list[jax.Array]:
     missing = [l for l, w in enumerate(found) if w is None]
     if missing:
         raise ValueError(f"no kernel for layer(s) {missing}")
-    return [as_matrix(w) for w in found]
+    return [as_matrix(cast(jax.Array, w)) for w in found]  # none missing
 
 
 def powerlaw_fit(evals: jax.Array, thresh: float = EVALS_THRESH) -> dict[str, jax.Array]:
@@ -85,7 +88,7 @@ def powerlaw_fit(evals: jax.Array, thresh: float = EVALS_THRESH) -> dict[str, ja
     cand = (idx >= skip) & (idx <= n - 2)
     xs = jnp.where(ok, x, 1.0)
 
-    def ks(i):
+    def ks(i: jax.Array) -> jax.Array:
         a = alpha[i]
         model = 1 - (xs / xs[i]) ** (1 - a)
         empirical = (idx - i) / count[i]

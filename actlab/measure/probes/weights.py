@@ -11,7 +11,7 @@ import jax
 
 from actlab.config.validate import field
 from actlab.measure.probes import spectra
-from actlab.measure.probes.base import Probe, per_layer
+from actlab.measure.probes.base import Measurement, Probe, per_layer
 from actlab.models import Model
 
 
@@ -29,7 +29,7 @@ def weights_probe(params: Any, model_state: Any, x: jax.Array, y: jax.Array, key
     return per_layer(spectra.weight_spectra(spectra.layer_kernels(model, params)))
 
 
-def make(s: WeightsSettings, model: Model, head: Any):
+def make(s: WeightsSettings, model: Model, head: Any) -> Measurement:
     """The weights probe (no settings besides its interval)."""
     return functools.partial(weights_probe, model=model, head=head)
 
