@@ -166,6 +166,20 @@ def _version(dist: str) -> tuple[int, ...]:
         return (0,)
 
 
+def link_deps(site: Path, into: Path) -> None:
+    """Links in `into` to everything installed in `site` but actlab itself."""
+    into.mkdir(exist_ok=True)
+    for entry in site.iterdir():
+        name = entry.name
+        if name.startswith(("actlab", "__editable__")) or (into / name).exists():
+            continue
+        if name == "hydra_plugins":  # Hydra's other plugins stay, actlab's sweepers go
+            link_deps(entry, into / name)
+            (into / name / "actlab_sweepers").unlink(missing_ok=True)
+            continue
+        (into / name).symlink_to(entry)
+
+
 def editable_install(tmp_path: Path) -> tuple[Path, Path]:
     """A copy of the checkout, installed editable into a new venv; (venv python, copy)."""
     src = tmp_path / "src"
@@ -179,10 +193,13 @@ def editable_install(tmp_path: Path) -> tuple[Path, Path]:
     site = Path(subprocess.check_output(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         text=True, env=fresh_env()).strip())
-    # pip and actlab's dependencies come from this environment, as plain sys.path entries: its
-    # .pth files (its own editable actlab among them) are not run for such an entry
-    deps = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
-    (site / "actlab_test_deps.pth").write_text("".join(f"{d}\n" for d in deps))
+    # pip and actlab's dependencies come from this environment, as plain sys.path entries
+    # (their .pth files are not run), through a folder of links that leaves out this
+    # environment's own actlab, whether installed as a wheel or editable
+    deps = tmp_path / "deps"
+    for d in dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib")):
+        link_deps(Path(d), deps)
+    (site / "actlab_test_deps.pth").write_text(f"{deps}\n")
     # pyproject asks for setuptools >= 77: this environment's, if it has one, else pip's
     # isolated build environment (which fetches it from PyPI)
     isolation = ["--no-build-isolation"] if _version("setuptools") >= (77,) else []
