@@ -177,7 +177,12 @@ def test_report_references_every_figure_and_one_row_per_configuration(sweep):
     assert len(rows) == len(ACTS) * len(DEPTHS)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))
+SLOW_NOTEBOOKS = ("03_playground.ipynb",)  # about a minute: run after the suite (-m slow)
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in SLOW_NOTEBOOKS else n
+    for n in sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))])
 def test_notebooks_execute(name, sweep, monkeypatch):
     import nbformat
     from nbclient import NotebookClient

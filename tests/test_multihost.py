@@ -189,6 +189,7 @@ def test_two_process_run_equals_one_process_run(one, tmp_path):
     assert_written_once(tmp_path, [CHECKPOINT_EVERY, STEPS])
 
 
+@pytest.mark.slow  # about 40 s: run after the suite (-m slow)
 def test_interrupted_two_process_run_resumes_from_its_checkpoint(one, tmp_path):
     # two members, one on each process; both processes raise before the program call after
     # checkpoint 30's (as a run killed there would stop, but with its summary written)

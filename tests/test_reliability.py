@@ -53,6 +53,7 @@ def kill_when(p: subprocess.Popen, run_dir: Path, min_lines: int, during_save: b
     return False
 
 
+@pytest.mark.slow  # about 40 s: run after the suite (-m slow)
 def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_path):
     run_dir = tmp_path / "killed"
     rng = random.Random(7)
