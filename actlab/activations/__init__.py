@@ -108,7 +108,7 @@ def check_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     reject_unknown("activation", name, params, allowed, ActivationError)
     out = dict(e.info.params)
     out.update(params)
-    return e.resolve(out) if e.resolve is not None else out
+    return e.resolve(out, spec) if e.resolve is not None else out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -63,7 +63,7 @@ class Entry:
     fn: Callable[..., Any]  # phi(z, **params); for a gated unit: fixed params -> gate name
     info: Info
     saturation_fn: Callable[..., tuple[float, float] | None] | None = None
-    resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    resolve: Callable[[dict[str, Any], Callable[..., Any]], dict[str, Any]] | None = None
 
 
 def entry(
@@ -83,14 +83,15 @@ def entry(
     output_only: bool = False,
     description: str = "",
     saturation_fn: Callable[..., tuple[float, float] | None] | None = None,
-    resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    resolve: Callable[[dict[str, Any], Callable[..., Any]], dict[str, Any]] | None = None,
     gated: bool = False,
     gate: str | None = None,
 ) -> Entry:
     """The table entry of `fn(z, **params)` under `name`, with its metadata.
 
-    `resolve(params) -> params` completes the parameters after the defaults and the
-    caller's values are merged (rational fills its coefficients from `init_like`).
+    `resolve(params, spec) -> params` completes the parameters after the defaults and the
+    caller's values are merged, with the registry's `spec` to look other functions up
+    (rational fills its coefficients by a fit to `init_like`).
     For `gated=True`, `fn(**fixed)` returns the name of the gate function.
     """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -138,19 +139,16 @@ def _rational_np(x: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def rational_fit(init_like: str) -> tuple[float, ...]:
+def rational_fit(init_like: str, spec: Callable[..., Any]) -> tuple[float, ...]:
     """(p0..p5, q1..q4) of the safe rational function closest to `init_like` on [-3, 3].
 
     Least squares on 601 equispaced points: the linearised problem P - f Q = f (one
     lstsq solve) starts a Levenberg-Marquardt fit of P/Q - f, followed by three
     Lawson reweightings (weights times |residual|) that lower the maximum error. The
-    target is `init_like` at its default (initial) parameters; the result with the
-    smallest maximum error is kept.
+    target is `init_like` at its default (initial) parameters, as the registry's `spec`
+    resolves it; the result with the smallest maximum error is kept.
     """
     from scipy.optimize import least_squares
-
-    # the target may be any registered function: asked of the joined registry at call time
-    from actlab.activations import spec
 
     target = None if init_like == "rational" else spec(init_like)
     if target is None or target.gated:
@@ -185,7 +183,7 @@ def rational_fit(init_like: str) -> tuple[float, ...]:
     return tuple(float(v) for v in best)
 
 
-def _resolve_rational(params: dict[str, Any]) -> dict[str, Any]:
+def _resolve_rational(params: dict[str, Any], spec: Callable[..., Any]) -> dict[str, Any]:
     """Coefficients left at None take the values fitted to `init_like`."""
     init_like = params["init_like"]
     if not isinstance(init_like, str):
@@ -193,7 +191,7 @@ def _resolve_rational(params: dict[str, Any]) -> dict[str, Any]:
                               f"got {init_like!r}")
     keys = RATIONAL_NUM + RATIONAL_DEN
     if any(params[k] is None for k in keys):
-        fitted = dict(zip(keys, rational_fit(init_like), strict=True))
+        fitted = dict(zip(keys, rational_fit(init_like, spec), strict=True))
         params = {k: fitted[k] if k in fitted and v is None else v for k, v in params.items()}
     return params
 
