@@ -88,6 +88,14 @@ def numpy_step(name):
         tail = (np.zeros_like(d, bool) if sat is None
                 else (zs[l] < sat[0]) | (zs[l] > sat[1]))
         ref[f"sat_frac/{l}"] = np.mean((d < 0.01 * dmax) & tail)
+        a = np.abs(hs[l]).mean(0)  # each unit's mean |h| (Sokar et al.'s score, unnormalised)
+        ref[f"dormant_frac/{l}"] = np.mean(a <= 0.025 * a.mean())
+        sv = np.linalg.svd(hs[l], compute_uv=False)
+        pk = sv[sv > 0] / sv.sum()
+        ref[f"erank/{l}"] = np.exp(-np.sum(pk * np.log(pk))) if sv.sum() > 0 else 0.0
+        ref[f"srank/{l}"] = (int(np.searchsorted(np.cumsum(sv), 0.99 * sv.sum()) + 1)
+                             if sv.sum() > 0 else 0)
+        ref[f"weight_mag/{l}"] = np.abs(Ws[l]).mean()
     gn_out = np.sqrt(np.sum(g_out[0] ** 2) + np.sum(g_out[1] ** 2))
     ref["grad_norm/out"] = gn_out
     ref["weight_norm/out"] = np.sqrt(np.sum(p["out_kernel"] ** 2) + np.sum(p["out_bias"] ** 2))

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 # per-layer metric families (actlab.measure.metrics computes each)
 METRICS = ("grad_norm", "weight_norm", "update_ratio", "delta_norm", "act_mean", "act_std",
-           "dead_frac", "sat_frac", "q", "c")
+           "dead_frac", "sat_frac", "q", "c", "dormant_frac", "erank", "srank", "weight_mag")
 INIT_SCHEMES = ("auto", "critical", "glorot", "he", "lecun", "orthogonal")  # models.initializers
 DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 
@@ -209,6 +209,9 @@ class TrainConfig:
     target: Target | None = field(Target("eval/acc", ">=", 0.95),
                                   parse=lambda key, v: parse_target(v, key))
     probe_size: int = field(512, lo=1)
+    # a unit is dormant when its mean |h| is at most this fraction of its layer's mean
+    # (dormant_frac; Sokar et al. 2023); 0: exactly inactive units only
+    dormant_tau: float = field(0.025, lo=0.0)
     # hyperparameters trained together as extra members (grid x seeds); see actlab.engine.axes
     vmap: tuple[axes.Axis, ...] = ()
     metrics: tuple[str, ...] = field(METRICS, parse=_metrics)  # computed at log steps

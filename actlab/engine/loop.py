@@ -136,7 +136,8 @@ def make_program(exp: Experiment, per_call: int = 1,
         new, out = train_step(state, batch, step.stream_key(state, step.STREAM_DROPOUT),
                               apply=apply, eps=eps)
         m = step.measure(state, out, d["x_probe"], d["y_probe"], model=model, head=head,
-                         selected=selected, hist_bins=bins)
+                         selected=selected, hist_bins=bins,
+                         dormant_tau=cfg.train.dormant_tau)
         m.update(step.switched(evaluate, on["eval"], state.params, state.model_state,
                                d["x_test"], d["y_test"]))
         key = step.stream_key(state, step.STREAM_PROBE)

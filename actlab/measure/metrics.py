@@ -23,6 +23,8 @@ h = gate(z_g) z_v):
   each example's z flattened (the mean-field correlation c_l; a pair with a zero
   vector counts 0; NaN when P < 2)
 
+- dormant_frac, erank, srank, weight_mag: actlab.measure.representation
+
 For conv layers every position is an example and each channel a unit (c compares
 whole flattened feature maps). At step 0, q and c are the measured counterparts of
 actlab.theory.predict_layers.
@@ -51,7 +53,9 @@ def norms_from_sq(sq: jax.Array) -> jax.Array:
 PARAMETER_METRICS = ("grad_norm", "weight_norm", "update_ratio")
 ACTIVATION_METRICS = ("act_mean", "act_std", "dead_frac", "sat_frac")
 SIGNAL_METRICS = ("q", "c")
-FAMILIES = (*PARAMETER_METRICS, "delta_norm", *ACTIVATION_METRICS, *SIGNAL_METRICS)
+REPRESENTATION_METRICS = ("dormant_frac", "erank", "srank")  # actlab.measure.representation
+FAMILIES = (*PARAMETER_METRICS, "delta_norm", *ACTIVATION_METRICS, *SIGNAL_METRICS,
+            *REPRESENTATION_METRICS, "weight_mag")
 assert FAMILIES == METRICS, "actlab.config.METRICS names the families computed here"
 MAX_PAIRS = 64  # probe pairs (2i, 2i + 1) that c averages over
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from actlab.config import METRICS
-from actlab.measure import metrics
+from actlab.measure import metrics, representation
 from actlab.measure.heads import Head
 from actlab.models import Model
 from actlab.models.base import PyTree
@@ -47,12 +47,13 @@ def check_pair(state: MemberState, out: dict[str, Any]) -> None:
 def measure(state: MemberState, out: dict[str, Any], x_probe: jax.Array, y_probe: jax.Array, *,
             model: Model, head: Head,
             selected: Iterable[str] = METRICS,
-            hist_bins: int = 0) -> dict[str, jax.Array]:
+            hist_bins: int = 0, dormant_tau: float = 0.025) -> dict[str, jax.Array]:
     """The per-layer metrics of theta_t (`state`) and its update (`out` of train_step).
 
     Only the selected metric families are computed; train/* (on the probe batch) and
     the learned activation parameters always are. `hist_bins` > 0 adds the histograms
-    of every hidden layer's pre-activations (metrics.HIST_KEYS, arrays kept out of records).
+    of every hidden layer's pre-activations (metrics.HIST_KEYS, arrays kept out of records);
+    `dormant_tau` is dormant_frac's threshold.
     """
     check_pair(state, out)
     selected = set(selected)
@@ -62,8 +63,9 @@ def measure(state: MemberState, out: dict[str, Any], x_probe: jax.Array, y_probe
         m["delta_norm"] = metrics.delta_norm(out["grad_eps"])
     acts = selected & set(metrics.ACTIVATION_METRICS)
     signal = selected & set(metrics.SIGNAL_METRICS)
+    rep = selected & set(metrics.REPRESENTATION_METRICS)
     logits, aux, _ = model.apply(state.params, state.model_state, x_probe,
-                                 capture=bool(acts or signal or hist_bins))
+                                 capture=bool(acts or signal or rep or hist_bins))
     m.update({f"train/{k}": v for k, v in head.measures(logits, y_probe).items()})
     if acts:
         c = state.consts
@@ -72,6 +74,10 @@ def measure(state: MemberState, out: dict[str, Any], x_probe: jax.Array, y_probe
                                             gate=aux.get("gate"), flow=aux.get("flow")))
     if signal:
         m.update(metrics.signal_metrics(aux["z"], signal))
+    if rep:
+        m.update(representation.representation_metrics(aux["h"], rep, dormant_tau))
+    if "weight_mag" in selected:
+        m["weight_mag"] = model.kernel_abs_means(state.params)
     if hist_bins:
         m.update(metrics.preact_histograms(aux["z"], hist_bins))
     m.update(model.activation_params(state.params))

@@ -135,6 +135,21 @@ class Model:
                 per[role.layer].append(jnp.sum(jnp.square(x)))
         return jnp.stack([sum(p) for p in per]), cast(jax.Array, sum(out))  # out: one layer
 
+    def kernel_abs_means(self, params: Mapping[str, Any]) -> jax.Array:
+        """Mean |w| over each layer's kernels ([L]; biases and norms left out)."""
+        sums: list[list[jax.Array]] = [[] for _ in range(self.num_layers)]
+        counts = [0] * self.num_layers
+        roles = _roles(self.labels(params))
+        for role, x in zip(roles, jax.tree.leaves(params), strict=True):
+            if role.group != "layer" or not role.kernel or role.layer is None:
+                continue
+            rows = x if role.stacked else x[None]
+            per_row = jnp.sum(jnp.abs(rows), axis=tuple(range(1, rows.ndim)))
+            for i in range(rows.shape[0]):
+                sums[role.layer + i].append(per_row[i])
+                counts[role.layer + i] += rows[i].size
+        return jnp.stack([sum(s_) / max(c, 1) for s_, c in zip(sums, counts, strict=True)])
+
     def activation_params(self, params: Mapping[str, Any]) -> dict[str, jax.Array]:
         """Learned activation parameters, e.g. prelu_alpha -> [L] or prelu_alpha/3 -> scalar."""
         out: dict[str, jax.Array] = {}
