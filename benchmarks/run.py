@@ -282,11 +282,11 @@ def measured_step_cost(cfg: Config, quick: bool = False) -> str:
     # the floor any instrumented step pays: its own training step plus the probe's forward
     st = jax.tree.map(lambda a: a[0], experiment.initial_state(exp))
     fwd = jax.jit(lambda p, ms, x: exp.model.apply(p, ms, x)[0])
-    jax.block_until_ready(fwd(st.params, st.model_state, d["x_probe"]))
+    jax.block_until_ready(fwd(st.params, st.model_state, d["x_fixed"]))
     probe = min(timeit.repeat(lambda: jax.block_until_ready(
-        fwd(st.params, st.model_state, d["x_probe"])), number=1, repeat=50))
+        fwd(st.params, st.model_state, d["x_fixed"])), number=1, repeat=50))
     return (f"instrumented step = N plain steps: {', '.join(out)}; the probe forward alone "
-            f"({d['x_probe'].shape[0]} examples) = {probe / plain:.1f}")
+            f"({d['x_fixed'].shape[0]} examples) = {probe / plain:.1f}")
 
 
 def fig2(q: bool) -> Row:

@@ -19,7 +19,7 @@ from actlab.analysis import plots, report
 from actlab.config import Config
 from actlab.runs import driver as train
 from actlab.runs import records as summary
-from actlab.runs import retrain as replay
+from actlab.runs import retrain
 
 ROOT = Path(__file__).resolve().parent.parent
 EXE = str(Path(sys.executable).parent / "actlab-train")
@@ -139,15 +139,15 @@ def test_convergence_marks_targets_never_reached():
 def test_distributions_and_decision_boundary_from_replay():
     cfg = Config.from_dict({"model": {"depth": 3, "width": 8}, "dataset": {"name": "gauss"},
                             "train": {"steps": 60, "log_every": 20, "eval_every": 20}})
-    exp, snaps = replay.replay(cfg, [0, 30, 60])
-    zs = {s: replay.forward(exp, p, exp.dataset.x_train[:64])["z"] for s, p in snaps.items()}
+    exp, snaps = retrain.retrain(cfg, [0, 30, 60])
+    zs = {s: retrain.forward(exp, p, exp.dataset.x_train[:64])["z"] for s, p in snaps.items()}
     assert all(z.shape == (3, 64, 8) for z in zs.values())
     fig = plots.distributions(zs)
     assert [ax.get_title() for ax in fig.axes] == ["step 0", "step 30", "step 60"]
     assert all(len(ax.collections) == 3 for ax in fig.axes)  # one violin per layer
     ds = exp.dataset
     x_raw = ds.x_test * ds.std + ds.mean
-    fig = plots.decision_boundary(lambda x: replay.forward(exp, snaps[60], x)["probs"][:, 1],
+    fig = plots.decision_boundary(lambda x: retrain.forward(exp, snaps[60], x)["probs"][:, 1],
                                   x_raw, ds.y_test, ds.mean, ds.std)
     ax = fig.axes[0]
     assert len(ax.collections) >= 3  # filled contours, the 0.5 contour, the test points
@@ -158,8 +158,8 @@ def test_replay_reproduces_the_logged_run(tmp_path):
     cfg = Config.from_dict({"model": {"depth": 2, "width": 8}, "logger": {"progress": False},
                             "train": {"steps": 40, "log_every": 10, "eval_every": 20}})
     s = train.run(cfg, tmp_path)
-    exp, snaps = replay.replay(cfg, [40])
-    probs = replay.forward(exp, snaps[40], exp.dataset.x_test)["probs"]
+    exp, snaps = retrain.retrain(cfg, [40])
+    probs = retrain.forward(exp, snaps[40], exp.dataset.x_test)["probs"]
     acc = float(np.mean(probs.argmax(1) == exp.dataset.y_test))
     assert acc == pytest.approx(s["seeds"][0]["final_eval_acc"], abs=1e-6)
 

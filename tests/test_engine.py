@@ -13,7 +13,7 @@ from actlab import activations, models
 from actlab.engine import experiment
 from actlab.engine import loop as program
 from actlab.runs import driver as train
-from actlab.runs import retrain as replay
+from actlab.runs import retrain
 from conftest import make_config
 
 
@@ -120,7 +120,7 @@ def test_some_members_diverge_the_others_finish(tmp_path):
     # a diverged member's parameters stay exactly where its loss first went non-finite,
     # while the members that did not diverge keep moving
     at = sorted({m["diverged_at"] for m in diverged})
-    _, snaps = replay.replay(cfg, [*at, 99, 100])
+    _, snaps = retrain.retrain(cfg, [*at, 99, 100])
     for i, m in enumerate(s["seeds"]):
         start = snaps[m["diverged_at"]] if m["diverged_at"] is not None else snaps[99]
         pairs = zip(jax.tree.leaves(start["params"]), jax.tree.leaves(snaps[100]["params"]),

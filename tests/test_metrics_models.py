@@ -359,7 +359,7 @@ def member_state(case: Case, exp) -> step.TrainState:
 
 @functools.cache
 def engine(name: str):
-    """(exp, state, (x, y, x_probe, y_probe), new_state, out, measurement, grad_norm only)."""
+    """(exp, state, (x, y, x_fixed, y_fixed), new_state, out, measurement, grad_norm only)."""
     case = ALL_CASES[name]
     cfg = make_config(model={**case.model, "activations": list(case.acts)},
                       optimizer={"name": "sgd", "lr": LR},

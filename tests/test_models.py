@@ -16,7 +16,7 @@ from actlab.engine import experiment
 from actlab.measure import metrics
 from actlab.models import initializers as init
 from actlab.runs import driver as train
-from actlab.runs import retrain as replay
+from actlab.runs import retrain
 from conftest import make_config
 
 
@@ -120,8 +120,8 @@ def test_one_vs_all_probabilities_need_not_sum_to_one(tmp_path):
     for head in ("softmax", "one_vs_all"):
         cfg = make_config(model={"head": head}, dataset={"name": "digits", "flatten": True},
                           train={"steps": 30, "log_every": 10, "eval_every": 10})
-        exp, snaps = replay.replay(cfg, [30])
-        probs[head] = replay.forward(exp, snaps[30], exp.dataset.x_test[:50])["probs"]
+        exp, snaps = retrain.retrain(cfg, [30])
+        probs[head] = retrain.forward(exp, snaps[30], exp.dataset.x_test[:50])["probs"]
     np.testing.assert_allclose(probs["softmax"].sum(1), 1.0, rtol=1e-5)
     sums = probs["one_vs_all"].sum(1)
     assert np.all((probs["one_vs_all"] > 0) & (probs["one_vs_all"] < 1))

@@ -22,7 +22,7 @@ from actlab.analysis.plots import probes as plots_probes
 from actlab.config import ProbesConfig
 from actlab.measure import heads
 from actlab.runs import driver as train
-from actlab.runs import retrain as replay
+from actlab.runs import retrain
 from actlab.runs.records import DENSITY_FILE
 from conftest import make_config, read_records
 
@@ -55,7 +55,7 @@ def probed(tmp_path_factory):
     # measurements never change the trajectory: a replay without them gives the same params
     plain = dataclasses.replace(cfg, probes=ProbesConfig(),
                                 train=dataclasses.replace(cfg.train, metrics=()))
-    exp, snaps = replay.replay(plain, [STEPS])
+    exp, snaps = retrain.retrain(plain, [STEPS])
     params = jax.tree.map(lambda a: jnp.asarray(a[0]), snaps[STEPS]["params"])
     return cfg, exp, run_dir, read_records(run_dir), summary, params
 
@@ -211,7 +211,7 @@ def test_eos_step_is_the_first_logged_crossing_of_two_over_lr(eos):
 
 def test_mse_loss_is_half_the_squared_error_summed_over_classes(eos):
     cfg, _, records, _ = eos
-    exp, snaps = replay.replay(cfg, [0])  # step 0: the initial parameters, nothing trained
+    exp, snaps = retrain.retrain(cfg, [0])  # step 0: the initial parameters, nothing trained
     x = np.asarray(exp.dataset.x_train)
     y = np.asarray(exp.dataset.y_train)
     params = jax.tree.map(lambda a: jnp.asarray(a[0]), snaps[0]["params"])

@@ -22,7 +22,7 @@ from actlab.cli import check_keys, config_dir
 from actlab.config import Config, parse_target
 from actlab.engine.resolve import resolve
 from actlab.runs import driver as train
-from actlab.runs import retrain as replay
+from actlab.runs import retrain
 from conftest import read_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,8 +174,8 @@ def test_output_heads_softmax_sums_to_one_one_vs_all_does_not(tmp_path):
     for head in ("softmax", "one_vs_all"):
         cfg = study("output_heads", "dataset=digits", f"model.head={head}", "train.steps=400",
                     "train.seeds=1")
-        exp, snaps = replay.replay(cfg, [400])
-        p = replay.forward(exp, snaps[400], exp.dataset.x_test)["probs"]
+        exp, snaps = retrain.retrain(cfg, [400])
+        p = retrain.forward(exp, snaps[400], exp.dataset.x_test)["probs"]
         y = exp.dataset.y_test
         out[head] = (float((p.argmax(1) == y).mean()), p.sum(1),
                      expected_calibration_error(p, y))

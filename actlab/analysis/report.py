@@ -40,7 +40,7 @@ def _registered(label: str) -> str | None:
 def _replay_figures(summ: pd.DataFrame, out: Path, max_runs: int) -> list[tuple[str, str]]:
     """Pre-activation distributions and (for 2-D inputs) decision boundaries, by replay."""
     from actlab.config import Config
-    from actlab.runs import retrain as replay
+    from actlab.runs import retrain
 
     figs: list[tuple[str, str]] = []
     runs = summ.drop_duplicates("run").head(max_runs)
@@ -49,12 +49,12 @@ def _replay_figures(summ: pd.DataFrame, out: Path, max_runs: int) -> list[tuple[
         try:
             cfg = Config.from_dict(analysis.run_config(row.run))
             steps = sorted({0, cfg.train.steps // 4, cfg.train.steps})
-            exp, snaps = replay.replay(cfg, steps)
+            exp, snaps = retrain.retrain(cfg, steps)
         except Exception as e:  # a run this version cannot rebuild: say so, keep going
             figs.append((f"replay of {row.run} skipped: {e}", ""))
             continue
         probe = exp.dataset.x_train[: cfg.train.probe_size]
-        zs = {s: replay.forward(exp, p, probe)["z"] for s, p in snaps.items()}
+        zs = {s: retrain.forward(exp, p, probe)["z"] for s, p in snaps.items()}
         name = f"distribution_{i}.png"
         fig = plots.distributions(zs, title=f"z ({row.activation}, depth {row.depth})")
         plots.savefig(fig, out / name)
@@ -73,7 +73,7 @@ def _replay_figures(summ: pd.DataFrame, out: Path, max_runs: int) -> list[tuple[
                 x_raw = ds.x_test * ds.std + ds.mean
 
                 def predict(x, exp=exp, params=params):
-                    return replay.forward(exp, params, x)["probs"][:, 1]
+                    return retrain.forward(exp, params, x)["probs"][:, 1]
 
                 plots.decision_boundary(predict, x_raw, ds.y_test, ds.mean, ds.std, ax=ax,
                                         title=f"{row.activation} d{row.depth}")

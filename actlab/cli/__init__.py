@@ -24,6 +24,7 @@ from actlab.cli.checks import (
     unknown_key,
 )
 from actlab.cli.plugins import register_plugins
+from actlab.errors import UserError
 
 __all__ = ["GROUPS", "check_group_choices", "check_keys", "check_output_dir", "config_dir",
            "readme", "unknown_key", "run_job", "objective", "train_main", "activations_main",
@@ -256,7 +257,7 @@ def report_main(argv: list[str] | None = None) -> None:
 
     try:
         page = report.build(args.dir, replay=not args.no_replay, max_replays=args.max_replays)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, UserError) as e:
         print(f"actlab-report: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"wrote {page}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from actlab.cli.checks import config_dir, readme, unknown_key
+from actlab.errors import UserError
 
 PROG = "actlab-theory"
 DEFAULT_SIGMA_W2 = 1.0  # where the activation has no critical sigma_w2 at the given sigma_b2
@@ -159,7 +160,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
     try:
         activations.spec(name, **act)
-    except activations.ActivationError as e:
+    except UserError as e:
         _fail(str(e))
     w = var.get("sigma_w2")
     return {"name": name, "params": act, "sigma_w2": None if w is None else float(w),
@@ -203,7 +204,7 @@ def compute(name: str, params: dict, sigma_w2: float | None = None, sigma_b2: fl
 
     try:
         crit, note = theory.critical_sigma_w2(name, sigma_b2, params=params), None
-    except theory.TheoryError as e:
+    except UserError as e:
         crit, note = math.nan, str(e)
     g2 = f" x gain^2 = {gain ** 2:g}" if gain != 1 else ""
     if sigma_w2 is not None:
@@ -219,7 +220,7 @@ def compute(name: str, params: dict, sigma_w2: float | None = None, sigma_b2: fl
         w, source = DEFAULT_SIGMA_W2, "default (no critical point)"
     try:
         out = theory.summary(name, w, sigma_b2, params=params)
-    except theory.TheoryError as e:
+    except UserError as e:
         _fail(str(e))
     return {"activation": name, "params": params, **out, "sigma_w2_from": source,
             "critical_sigma_w2": crit, "no_critical_point": note}

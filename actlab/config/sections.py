@@ -5,7 +5,7 @@ metadata); one generic validator (actlab.config.validate.section) reads a mappin
 `Config.from_dict` either returns a Config or raises ConfigError with a one-line
 message naming the key, the bad value and what is accepted. The activation,
 model, dataset and probe sections, and the sinks' names, are checked against
-their registries when the config is resolved (actlab.engine.resolve, which also
+their registries when the config is resolved (actlab.engine.resolve.resolve, which also
 fills in the builders' defaults): this package imports no jax, so it is the
 bottom layer everything else may import. `Config.to_dict` of a resolved config
 is what summary.json stores: every default filled in.
@@ -310,8 +310,8 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration, every default filled in (what summary.json stores)."""
         if not self.resolved:
-            raise ValueError("Config.to_dict needs a resolved config: "
-                             "actlab.engine.resolve(config) fills in the registries' defaults")
+            raise ValueError("Config.to_dict needs a resolved config: actlab.engine.resolve"
+                             ".resolve(config) fills in the registries' defaults")
         model = {"name": self.model.name, **self.model.params, "head": self.model.head,
                  "loss": self.model.loss,
                  "activations": None if self.model.activations is None

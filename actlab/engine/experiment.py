@@ -166,7 +166,7 @@ def device_data(exp: Experiment) -> dict[str, jax.Array]:
     """The dataset and the fixed probe batch, resident on the device."""
     ds, p = exp.dataset, exp.config.train.probe_size
     arrays = {"x_train": ds.x_train, "y_train": ds.y_train, "x_test": ds.x_test,
-              "y_test": ds.y_test, "x_probe": ds.x_train[:p], "y_probe": ds.y_train[:p]}
+              "y_test": ds.y_test, "x_fixed": ds.x_train[:p], "y_fixed": ds.y_train[:p]}
     return jax.device_put(arrays)
 
 

@@ -28,6 +28,7 @@ from actlab.engine.experiment import Experiment
 from actlab.engine.state import TrainState
 from actlab.measure import probes
 from actlab.measure.heads import Head
+from actlab.measure.probes.base import per_layer
 
 MAP_ON_CPU = ("cnn", "resnet", "transformer")  # batched convolutions/attention: slower on CPU
 
@@ -85,7 +86,10 @@ def probe_functions(exp: Experiment, head: Head) -> dict[str, Callable]:
     Their keys start with the probe's name (`hessian/`, `noise_scale/`, ...), which is how
     records leave out the probes not run at a step.
     """
-    return {name: probes.get(name).make(settings, exp.model, head)
+    def split(fn: Callable) -> Callable:  # `<key>_layer` arrays -> `<key>/<l>` scalars
+        return lambda *args: per_layer(fn(*args))
+
+    return {name: split(probes.get(name).make(settings, exp.model, head))
             for name, settings in exp.config.probes.active.items()}
 
 
@@ -135,15 +139,15 @@ def make_program(exp: Experiment, per_call: int = 1,
                if "delta_norm" in selected else None)
         new, out = train_step(state, batch, step.stream_key(state, step.STREAM_DROPOUT),
                               apply=apply, eps=eps)
-        m = step.measure(state, out, d["x_probe"], d["y_probe"], model=model, head=head,
+        m = step.measure(state, out, d["x_fixed"], d["y_fixed"], model=model, head=head,
                          selected=selected, hist_bins=bins,
                          dormant_tau=cfg.train.dormant_tau)
         m.update(step.switched(evaluate, on["eval"], state.params, state.model_state,
                                d["x_test"], d["y_test"]))
-        key = step.stream_key(state, step.STREAM_PROBE)
+        key = step.stream_key(state, step.STREAM_PROBES)
         for name, fn in probe_fns.items():
             m.update(step.switched(fn, on[name], state.params, state.model_state,
-                                   d["x_probe"], d["y_probe"], key))
+                                   d["x_fixed"], d["y_fixed"], key))
         m["diverged_at"] = new.diverged_at
         return new, m
 

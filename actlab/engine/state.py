@@ -14,7 +14,7 @@ import jax
 # Random streams, each folded into the member's key for step t: fold_in(key, t) draws
 # the batch; these fold that step key once more.
 STREAM_DROPOUT = 1
-STREAM_PROBE = 2
+STREAM_PROBES = 2
 
 
 @flax.struct.dataclass
@@ -41,7 +41,7 @@ def step_key(state: TrainState) -> jax.Array:
 
 
 def stream_key(state: TrainState, stream: int) -> jax.Array:
-    """A key of the current step for one use (STREAM_DROPOUT, STREAM_PROBE)."""
+    """A key of the current step for one use (STREAM_DROPOUT, STREAM_PROBES)."""
     return jax.random.fold_in(step_key(state), stream)
 
 

@@ -7,7 +7,7 @@ jax.jit; `make_train_step(exp)` does that for a notebook:
 
     train_step = step.make_train_step(exp)
     new_state, out = train_step(state, (x, y), rng)
-    m = step.measure(state, out, x_probe, y_probe, model=exp.model, head=exp.head)
+    m = step.measure(state, out, x_fixed, y_fixed, model=exp.model, head=exp.head)
 
 A measurement at step t describes theta_t: gradients, delta and update ratio of the
 update theta_t -> theta_t+1 on that step's batch (`out` carries the step it was taken
@@ -26,7 +26,7 @@ import optax
 
 from actlab.engine.state import (  # noqa: F401  (the state's names, where the step is)
     STREAM_DROPOUT,
-    STREAM_PROBE,
+    STREAM_PROBES,
     TrainState,
     member,
     step_key,

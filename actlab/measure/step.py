@@ -44,7 +44,7 @@ def check_pair(state: MemberState, out: dict[str, Any]) -> None:
             f"{int(taken)}), not the one it returned (step {int(state.step)})")
 
 
-def measure(state: MemberState, out: dict[str, Any], x_probe: jax.Array, y_probe: jax.Array, *,
+def measure(state: MemberState, out: dict[str, Any], x_fixed: jax.Array, y_fixed: jax.Array, *,
             model: Model, head: Head,
             selected: Iterable[str] = METRICS,
             hist_bins: int = 0, dormant_tau: float = 0.025) -> dict[str, jax.Array]:
@@ -64,9 +64,9 @@ def measure(state: MemberState, out: dict[str, Any], x_probe: jax.Array, y_probe
     acts = selected & set(metrics.ACTIVATION_METRICS)
     signal = selected & set(metrics.SIGNAL_METRICS)
     rep = selected & set(metrics.REPRESENTATION_METRICS)
-    logits, aux, _ = model.apply(state.params, state.model_state, x_probe,
+    logits, aux, _ = model.apply(state.params, state.model_state, x_fixed,
                                  capture=bool(acts or signal or rep or hist_bins))
-    m.update({f"train/{k}": v for k, v in head.measures(logits, y_probe).items()})
+    m.update({f"train/{k}": v for k, v in head.measures(logits, y_fixed).items()})
     if acts:
         c = state.consts
         m.update(metrics.activation_metrics(aux["z"], aux["h"], aux["dphi"], c["sat_lo"],

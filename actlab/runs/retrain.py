@@ -20,7 +20,7 @@ from actlab.engine.cadence import Call, Slot
 from actlab.engine.experiment import Experiment, build, device_data, initial_state
 
 
-def replay(config: Config, steps: list[int],
+def retrain(config: Config, steps: list[int],
            dataset: data.Dataset | None = None) -> tuple[Experiment, dict[int, Any]]:
     """Retrain `config` (nothing written) and snapshot it at `steps`.
 
@@ -53,3 +53,6 @@ def forward(exp: Experiment, snapshot: Any, x: np.ndarray, member: int = 0) -> d
            for k, v in aux.items()}
     out["probs"] = np.asarray(exp.head.probs(logits))
     return out
+
+
+replay = retrain  # the name of earlier releases (deprecated)

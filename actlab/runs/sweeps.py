@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from actlab.errors import UserError
 from actlab.files import atomic_write
 
 SWEEP_FILE = "sweep.yaml"
@@ -26,7 +27,7 @@ HEADER = ("# actlab sweep definition, written on the first launch in this direct
           "# A re-run here must define the same jobs; remove this file to redefine the sweep.\n")
 
 
-class SweepMismatch(Exception):
+class SweepMismatch(UserError):
     """A re-run whose sweep definition differs from the one recorded (one line)."""
 
 

@@ -131,13 +131,13 @@ def dyt_inputs(run: str) -> pd.DataFrame:
 
     from actlab.config import Config
     from actlab.models import DyT
-    from actlab.runs import retrain as replay
+    from actlab.runs import retrain
 
     cfg = json.loads((Path(run) / "summary.json").read_text())["config"]
     cfg = {k: cfg[k] for k in ("activation", "model", "dataset", "optimizer", "init", "train")}
     cfg["train"]["seeds"] = 1  # member 0 of the run: seed train.seed
     config = Config.from_dict(cfg)
-    exp, snaps = replay.replay(config, list(REPLAY_STEPS))
+    exp, snaps = retrain.retrain(config, list(REPLAY_STEPS))
     x = np.asarray(exp.dataset.x_train[: config.train.probe_size])
     rows = []
     for step, snap in snaps.items():

@@ -15,14 +15,14 @@ from experiments.common import md, report_figures
 def summarise(sweep: Paths, out_dir: Path) -> str:
     """results.md: per dataset x head, from each member's final model replayed on the test set."""
     from actlab.config import Config
-    from actlab.runs import retrain as replay
+    from actlab.runs import retrain
 
     rows = []
     for run in analysis.run_dirs(sweep):
         cfg = Config.from_dict(json.loads((run / "summary.json").read_text())["config"])
-        exp, snaps = replay.replay(cfg, [cfg.train.steps])
+        exp, snaps = retrain.retrain(cfg, [cfg.train.steps])
         for i in range(len(exp.members)):
-            out = replay.forward(exp, snaps[cfg.train.steps], exp.dataset.x_test, member=i)
+            out = retrain.forward(exp, snaps[cfg.train.steps], exp.dataset.x_test, member=i)
             p, y = out["probs"], exp.dataset.y_test
             rows.append({"dataset": cfg.dataset.name, "head": cfg.model.head,
                          "acc": float((p.argmax(1) == y).mean()),

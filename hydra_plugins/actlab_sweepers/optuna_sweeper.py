@@ -28,6 +28,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from actlab.errors import UserError
 from hydra_plugins.actlab_sweepers import common
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ DB_FILE = "optuna.db"
 _PRIMITIVE = (str, int, float, bool, type(None))
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(UserError):
     pass
 
 

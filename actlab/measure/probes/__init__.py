@@ -25,7 +25,10 @@ _PROBES: Registry[Probe] = Registry("probe", {
 
 
 def register(probe: Probe) -> Probe:
-    """Add (or replace) a probe under its name."""
+    """Add (or replace) a probe under its name; its settings must have an `every` field."""
+    if "every" not in {f.name for f in dataclasses.fields(probe.settings)}:
+        raise TypeError(f"probe {probe.name!r}: its settings {probe.settings.__name__} need an "
+                        f"`every` field (steps between measurements; 0: off)")
     return _PROBES.add(probe.name, probe)
 
 
