@@ -177,6 +177,7 @@ def one(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow  # 15-25 s of subprocesses: run after the suite (-m slow)
 def test_two_process_run_equals_one_process_run(one, tmp_path):
     for r in launch(2, tmp_path, seeds=1):  # auto becomes batch: batches over 2 processes
         assert r == {"devices": 2, "mesh": {"members": 1, "data": 2}, "status": "completed",

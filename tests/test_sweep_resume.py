@@ -42,6 +42,7 @@ def trial_states(db: Path) -> dict[str, int]:
     return dict(rows)
 
 
+@pytest.mark.slow  # 15-25 s of subprocesses: run after the suite (-m slow)
 def test_killed_optuna_study_is_finished_by_the_same_command(tmp_path):
     args = ["-m", "+hparams_search=lr_depth", "hydra.sweeper.n_trials=4", "train.seeds=1", *TINY,
             f"hydra.sweep.dir={tmp_path}"]

@@ -79,6 +79,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # 15-25 s of subprocesses: run after the suite (-m slow)
 def test_joblib_multirun_of_four_jobs_and_sweep_summary(tmp_path):
     p = cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "activation=relu,tanh",
             "model.depth=1,2", "+experiment=debug", "train.seeds=2", "logger.progress=false",
@@ -93,6 +94,7 @@ def test_joblib_multirun_of_four_jobs_and_sweep_summary(tmp_path):
         (a, d, s) for a in ("relu", "tanh") for d in ("1", "2") for s in ("0", "1")}
 
 
+@pytest.mark.slow  # 15-25 s of subprocesses: run after the suite (-m slow)
 def test_submitit_local_multirun_of_two_jobs(tmp_path):
     p = cli("-m", "hydra/launcher=submitit_local", "activation=relu,gelu", "+experiment=debug",
             "logger.progress=false", f"hydra.sweep.dir={tmp_path}")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
-from actlab.config.validate import leaves as _leaves  # noqa: F401
+from actlab.config.validate import leaves as _leaves
 from actlab.config.validate import present as _has
 from actlab.config.validate import unknown_key
 

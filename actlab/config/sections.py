@@ -353,8 +353,8 @@ def _model(d: Mapping[str, Any]) -> ModelConfig:
     sec = mapping(d, "model")
     name = sec.pop("name", ModelConfig.name)
     acts = sec.pop("activations", None)
-    head = choice("model.head", sec.pop("head", "softmax"), HEADS)
-    loss = choice("model.loss", sec.pop("loss", "cross_entropy"), LOSSES)
+    head = choice("model.head", sec.pop("head", ModelConfig.head), HEADS)
+    loss = choice("model.loss", sec.pop("loss", ModelConfig.loss), LOSSES)
     if loss == "mse" and head != "softmax":
         raise ConfigError(f"model.loss=mse fits the raw outputs to one-hot targets; use it "
                           f"with model.head=softmax, not {head}")

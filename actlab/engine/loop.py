@@ -49,6 +49,9 @@ def member_loop(exp: Experiment) -> str:
     return "map" if single_cpu and exp.config.model.name in MAP_ON_CPU else "vmap"
 
 
+TRAIN_SPLIT = ("x_train", "y_train")  # replicated: the program splits the batches it draws
+
+
 def over_members(fn: Callable, how: str, spmd_axis: str | None = None) -> Callable:
     """fn(state, *shared) for one member, lifted to states with a leading member axis.
 
@@ -187,5 +190,3 @@ def make_program(exp: Experiment, per_call: int = 1,
         return jax.jit(program, donate_argnums=0)
     return jax.jit(program, donate_argnums=0, out_shardings=(devices.state_sharding(lay), out))
 
-
-TRAIN_SPLIT = ("x_train", "y_train")  # replicated: the program splits the batches it draws
