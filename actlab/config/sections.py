@@ -39,15 +39,17 @@ if TYPE_CHECKING:
 
 # per-layer metric families (actlab.measure.metrics computes each)
 METRICS = ("grad_norm", "weight_norm", "update_ratio", "delta_norm", "act_mean", "act_std",
-           "dead_frac", "sat_frac", "q", "c", "dormant_frac", "erank", "srank", "weight_mag")
+           "dead_frac", "sat_frac", "q", "c", "dormant_frac", "erank", "srank", "weight_mag",
+           "preact_drift")
 INIT_SCHEMES = ("auto", "critical", "glorot", "he", "lecun", "orthogonal")  # models.initializers
 DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 
 # --------------------------------------------------------------------------- #
 # Parsers of the fields that need more than a range
 
-TARGET_KEYS = ("train/loss", "train/acc", "eval/loss", "eval/acc")
-_TARGET_RE = re.compile(r"^\s*([a-z]+/[a-z]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
+TARGET_KEYS = ("train/loss", "train/acc", "eval/loss", "eval/acc", "task_end/acc",
+               "task_end/loss")
+_TARGET_RE = re.compile(r"^\s*([a-z_]+/[a-z]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +133,7 @@ def _wandb(key: str, v: Any) -> dict[str, Any]:
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "warmup_cosine")
 OBJECTIVES = ("final_eval_acc", "best_eval_acc", "final_eval_loss", "final_train_loss",
+              "task_acc_last10",
               "steps_to_target", "time_to_target", "loss_auc")
 HEADS = ("softmax", "one_vs_all")
 LOSSES = ("cross_entropy", "mse")
@@ -258,6 +261,55 @@ def _every(v: Any) -> int:
     return int(v.get("every", 0) if isinstance(v, Mapping) else v.every)
 
 
+TASKS = ("fixed", "continual")
+TASK_KINDS = ("permuted_inputs", "shuffled_labels", "class_incremental", "noisy_inputs")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """What the network learns: one fixed task, or a sequence of tasks (actlab.data.tasks).
+
+    A continual run lasts num_tasks x steps_per_task steps (train.steps is set to that).
+    """
+
+    name: str = field("fixed", choices=TASKS)
+    kind: str = field("permuted_inputs", choices=TASK_KINDS)
+    num_tasks: int = field(10, lo=1)
+    steps_per_task: int = field(500, lo=1)
+    seed: int = field(0, lo=0)  # the tasks' stream (shared by every member)
+    noise: float = field(1.0, lo=0.0)  # noisy_inputs: std of each task's additive pattern
+    classes_per_task: int = field(2, lo=1)  # class_incremental: classes drawn per task
+
+    @property
+    def continual(self) -> bool:
+        return self.name == "continual"
+
+    @property
+    def length(self) -> int:
+        """Steps per task (0: one task for the whole run)."""
+        return self.steps_per_task if self.continual else 0
+
+
+PLASTICITY = ("none", "redo", "cbp", "shrink_perturb", "l2_init")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlasticityConfig:
+    """An intervention against lost plasticity (actlab.engine.plasticity), inside the step."""
+
+    method: str = field("none", choices=PLASTICITY)
+    # redo and shrink_perturb: steps between interventions (0: at the start of every task
+    # after the first, task=continual)
+    every: int = field(1000, lo=0)
+    tau: float = field(0.1, lo=0.0)  # redo: a unit is dormant when its score is <= tau
+    replacement_rate: float = field(1e-4, lo=0.0, hi=1.0)  # cbp: rho, units per step
+    decay_rate: float = field(0.99, lo=0.0, hi=1.0, hi_open=True)  # cbp: eta of the utility
+    maturity: int = field(100, lo=0)  # cbp: steps a unit lives before it can be replaced
+    shrink: float = field(0.4, lo=0.0, hi=1.0)  # shrink_perturb: lambda
+    perturb: float = field(0.1, lo=0.0)  # shrink_perturb: sigma, times a fresh init
+    l2: float = field(1e-2, lo=0.0)  # l2_init: lambda of lambda ||theta - theta_0||^2
+
+
 @dataclasses.dataclass(frozen=True)
 class LoggerConfig:
     sinks: tuple[str, ...] = field(("local",), parse=_names)  # actlab.sinks' names
@@ -269,7 +321,8 @@ class LoggerConfig:
     wandb: Mapping[str, Any] = field(factory=lambda: dict(WANDB_DEFAULTS), parse=_wandb)
 
 
-SECTIONS = ("activation", "model", "dataset", "optimizer", "init", "train", "probes", "logger")
+SECTIONS = ("activation", "model", "dataset", "optimizer", "init", "train", "probes", "logger",
+            "task", "plasticity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,6 +335,8 @@ class Config:
     train: TrainConfig = TrainConfig()
     probes: ProbesConfig = ProbesConfig()
     logger: LoggerConfig = LoggerConfig()
+    task: TaskConfig = TaskConfig()
+    plasticity: PlasticityConfig = PlasticityConfig()
     # checked against the registries and completed with their defaults (engine.resolve)
     resolved: bool = False
 
@@ -305,7 +360,9 @@ class Config:
             optimizer=section(OptimizerConfig, "optimizer", mapping(d, "optimizer")),
             init=init_cfg, train=section(TrainConfig, "train", mapping(d, "train"), vmap=vmap),
             probes=ProbesConfig({p: mapping(probes, p) for p in probes}),
-            logger=section(LoggerConfig, "logger", mapping(d, "logger")))
+            logger=section(LoggerConfig, "logger", mapping(d, "logger")),
+            task=section(TaskConfig, "task", mapping(d, "task")),
+            plasticity=section(PlasticityConfig, "plasticity", mapping(d, "plasticity")))
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration, every default filled in (what summary.json stores)."""
@@ -328,7 +385,8 @@ class Config:
             "dataset": {"name": self.dataset.name, **self.dataset.params},
             "optimizer": _plain(self.optimizer), "init": _plain(self.init), "train": train,
             "probes": {p: _plain(v) for p, v in self.probes.settings.items()},
-            "logger": _plain(self.logger),
+            "logger": _plain(self.logger), "task": _plain(self.task),
+            "plasticity": _plain(self.plasticity),
         }
 
 

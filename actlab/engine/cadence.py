@@ -4,10 +4,14 @@ Pure functions of the configuration's numbers, so every awkward combination
 (steps not a multiple of log_every, intervals that do not divide each other, a
 resume from the middle) can be tested without running anything.
 
-- Log steps: 0, log_every, 2 log_every, ... and always the last step `steps`.
+- Log steps: 0, log_every, 2 log_every, ... and always the last step `steps`; with a task
+  sequence (task_length > 0) also every task's first step, so a call's plain steps never
+  cross from one task into the next.
 - A periodic measurement with interval e (evaluation, each probe, checkpoints)
   happens on the first log step at or after each multiple of e, and for
   evaluation and probes also at step 0 and at the end (e = 0: only then).
+- Task ends (TASK_END, a sequence only): at each multiple of task_length after step 0, the
+  network the finished task left is evaluated on its test split and the first task's.
 - Checkpoints: on the log steps due by checkpoint_every, and at the end.
 - A program call runs `per_call` log steps: each a measured step then the plain
   steps up to the next log step. A checkpoint step starts a new call, so the
@@ -45,9 +49,16 @@ class Call:
         return sum(s.n_plain + s.apply for s in self.slots)
 
 
-def log_steps(steps: int, log_every: int) -> list[int]:
-    """Every log step: multiples of log_every below `steps`, then `steps` itself."""
-    return list(range(0, steps, log_every)) + [steps]
+TASK_END = "task_end"  # the periodic measurement at each task's end (a task sequence)
+
+
+def log_steps(steps: int, log_every: int, task_length: int = 0) -> list[int]:
+    """Every log step: multiples of log_every (and of task_length) below `steps`, then
+    `steps` itself."""
+    ts = set(range(0, steps, log_every))
+    if task_length > 0:
+        ts |= set(range(0, steps, task_length))
+    return sorted(ts) + [steps]
 
 
 def due(every: int, steps: list[int], j: int, ends: bool = True) -> bool:
@@ -63,12 +74,13 @@ def due(every: int, steps: list[int], j: int, ends: bool = True) -> bool:
 
 
 def plan(steps: int, log_every: int, every: Mapping[str, int], checkpoint_every: int = 0,
-         per_call: int = 1, start: int | None = None) -> list[Call]:
+         per_call: int = 1, start: int | None = None, task_length: int = 0) -> list[Call]:
     """The program calls of a run (from log step `start` when resuming).
 
-    `every` maps each periodic measurement (eval, probe names) to its interval.
+    `every` maps each periodic measurement (eval, probe names) to its interval; with
+    task_length > 0 (a task sequence) the slots also say when TASK_END runs.
     """
-    ts = log_steps(steps, log_every)
+    ts = log_steps(steps, log_every, task_length)
     j0 = ts.index(start) if start is not None else 0
     calls: list[Call] = []
     current: list[Slot] = []
@@ -82,8 +94,10 @@ def plan(steps: int, log_every: int, every: Mapping[str, int], checkpoint_every:
             current, ckpt = [], False
         if save:
             ckpt = True
-        current.append(Slot(t, 0 if final else ts[j + 1] - t - 1, not final,
-                            {k: due(e, ts, j) for k, e in every.items()}))
+        on = {k: due(e, ts, j) for k, e in every.items()}
+        if task_length > 0:
+            on[TASK_END] = t > 0 and t % task_length == 0
+        current.append(Slot(t, 0 if final else ts[j + 1] - t - 1, not final, on))
     calls.append(Call(tuple(current), ckpt))
     return calls
 

@@ -14,7 +14,8 @@ import optax
 from actlab import activations, data, models, theory
 from actlab.config import Config
 from actlab.config import axes as config_axes
-from actlab.engine import axes
+from actlab.data import tasks as tasks_lib
+from actlab.engine import axes, plasticity
 from actlab.engine.optim import make_optimizer
 from actlab.engine.resolve import resolve
 from actlab.engine.state import TrainState
@@ -36,6 +37,8 @@ class Experiment:
     head: Head
     tx: optax.GradientTransformation
     specs: tuple[activations.Spec, ...]  # as configured (vmapped parameters at their base value)
+    tasks: tasks_lib.Tasks  # the task sequence (one fixed task by default)
+    plastic: plasticity.Intervention  # plasticity.method (none by default)
 
     @property
     def axes(self) -> tuple[config_axes.Axis, ...]:
@@ -157,16 +160,24 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
                         injectable_lr=any(isinstance(a, config_axes.LearningRate)
                                           for a in config.train.vmap),
                         frozen=is_frozen if frozen else None)
+    if config.plasticity.method != "none" and config.model.name not in plasticity.UNIT_MODELS:
+        raise models.ModelError(f"plasticity.method={config.plasticity.method} replaces hidden "
+                                f"units of a dense network; it needs model="
+                                f"{' or model='.join(plasticity.UNIT_MODELS)}")
     return Experiment(config=config, dataset=ds, model=model,
                       head=heads.of_config(config, ds),
-                      tx=tx, specs=specs)
+                      tx=tx, specs=specs, tasks=tasks_lib.make(config.task, ds),
+                      plastic=plasticity.of(config.plasticity, model,
+                                            np.asarray(ds.x_train[:1]), config.task.length,
+                                            config.train.steps))
 
 
 def device_data(exp: Experiment) -> dict[str, jax.Array]:
     """The dataset and the fixed probe batch, resident on the device."""
     ds, p = exp.dataset, exp.config.train.probe_size
     arrays = {"x_train": ds.x_train, "y_train": ds.y_train, "x_test": ds.x_test,
-              "y_test": ds.y_test, "x_fixed": ds.x_train[:p], "y_fixed": ds.y_train[:p]}
+              "y_test": ds.y_test, "x_fixed": ds.x_train[:p], "y_fixed": ds.y_train[:p],
+              **exp.tasks.arrays(ds)}
     return jax.device_put(arrays)
 
 
@@ -188,9 +199,12 @@ def initial_state(exp: Experiment, members: list[Member] | None = None) -> Train
         opt_state = exp.tx.init(params)
         for a in exp.axes:
             opt_state = axes.init_opt_state(a, opt_state, hp[a.key])
+        zeros = jnp.zeros((exp.model.num_layers,), jnp.float32)
+        extra = {"ref": {"mean": zeros, "std": zeros}, "plastic": exp.plastic.init(params)}
         return TrainState(params=params, opt_state=opt_state, model_state=model_state,
                           step=jnp.zeros((), jnp.int32),
-                          diverged_at=jnp.full((), -1, jnp.int32), key=data_key, consts=consts)
+                          diverged_at=jnp.full((), -1, jnp.int32), key=data_key, consts=consts,
+                          extra=extra)
 
     hp = {a.key: jnp.asarray([m[a.key] for m in members], jnp.float32) for a in exp.axes}
     seeds = jnp.asarray([m["seed"] for m in members], jnp.uint32)

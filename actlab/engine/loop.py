@@ -5,7 +5,7 @@ the state donated. `plan` (from `plan_arrays`) holds, for each of the call's
 `per_call` slots, the plain-step count, whether the measured step's update is
 applied, whether the slot is used at all, and which periodic measurements
 (eval, probes) run. Each slot measures theta_t, applies that step's update, and
-runs its plain steps in a fori_loop with a traced trip count, so one program
+runs its plain steps (all of one task: the cadence puts a log step at every task's start) in a fori_loop with a traced trip count, so one program
 serves every interval, the remainder and the final measurement. `m` holds the
 slots' measurements stacked [members, per_call, ...].
 """
@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import numpy.typing as npt
 
 from actlab import sinks
-from actlab.engine import devices, step
+from actlab.engine import cadence, devices, step
 from actlab.engine.cadence import Call
 from actlab.engine.devices import MEMBERS, Layout
 from actlab.engine.experiment import Experiment
@@ -49,7 +50,8 @@ def member_loop(exp: Experiment) -> str:
     return "map" if single_cpu and exp.config.model.name in MAP_ON_CPU else "vmap"
 
 
-TRAIN_SPLIT = ("x_train", "y_train")  # replicated: the program splits the batches it draws
+# replicated: the program splits the batches it draws (and a task's examples by class)
+TRAIN_SPLIT = ("x_train", "y_train", "class_index", "class_count")
 
 
 def over_members(fn: Callable, how: str, spmd_axis: str | None = None) -> Callable:
@@ -79,8 +81,10 @@ def histogram_bins(exp: Experiment) -> int:
 
 
 def measurement_names(exp: Experiment) -> tuple[str, ...]:
-    """The periodic measurements a slot can switch on: eval and each active probe."""
-    return ("eval", *exp.config.probes.active)
+    """The periodic measurements a slot can switch on: eval, each active probe, and the
+    task ends of a task sequence."""
+    ends = (cadence.TASK_END,) if exp.tasks.continual else ()
+    return ("eval", *exp.config.probes.active, *ends)
 
 
 def probe_functions(exp: Experiment, head: Head) -> dict[str, Callable]:
@@ -105,7 +109,8 @@ def plan_arrays(call: Call, per_call: int, names: tuple[str, ...]) -> dict[str, 
     def col(values: Iterable[Any], dtype: npt.DTypeLike) -> np.ndarray:
         return np.asarray(list(values) + [0] * pad, dtype)
 
-    return {"n_plain": col((s.n_plain for s in call.slots), np.int32),
+    return {"step": col((s.step for s in call.slots), np.int32),
+            "n_plain": col((s.n_plain for s in call.slots), np.int32),
             "apply": col((s.apply for s in call.slots), bool),
             "active": col((True for _ in call.slots), bool),
             "on": {n: col((s.on.get(n, False) for s in call.slots), bool) for n in names}}
@@ -120,44 +125,96 @@ def make_program(exp: Experiment, per_call: int = 1,
     """
     lay = lay or Layout()
     cfg = exp.config
-    model, tx = exp.model, exp.tx
+    model, tx, tasks = exp.model, exp.tx, exp.tasks
+    plastic = exp.plastic if exp.plastic.active else None
     head = exp.head  # model.loss included
     batch_size, selected = cfg.train.batch_size, cfg.train.metrics
-    loss = step.loss_fn(model, head)
-    train_step = functools.partial(step.train_step, model=model, tx=tx, loss_fn=loss)
+    loss = step.loss_fn(model, head, capture=plastic is not None and plastic.needs_h)
+    train_step = functools.partial(step.train_step, model=model, tx=tx, loss_fn=loss,
+                                   plastic=plastic)
     evaluate = functools.partial(step.evaluate, model=model, head=head)
     probe_fns = probe_functions(exp, head)
     bins = histogram_bins(exp)
+    task_length = cfg.task.length
 
-    def plain(state: TrainState, d: dict[str, jax.Array]) -> TrainState:
-        batch = lay.constrain_batch(step.draw_batch(state, d["x_train"], d["y_train"],
-                                                    batch_size))
+    def draw(state: TrainState, d: dict[str, jax.Array],
+             tp: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        if tasks.continual:
+            batch = tasks.draw(step.step_key(state), d, batch_size, tp)
+        else:
+            batch = step.draw_batch(state, d["x_train"], d["y_train"], batch_size)
+        return lay.constrain_batch(batch)
+
+    def plain(state: TrainState, d: dict[str, jax.Array], tp: dict[str, jax.Array],
+              at: jax.Array) -> TrainState:
+        batch = draw(state, d, tp)
+        if plastic is not None:
+            state = plastic.before(state, at, batch[0])
         return train_step(state, batch, step.stream_key(state, step.STREAM_DROPOUT))[0]
 
-    def measured(state: TrainState, d: dict[str, jax.Array], apply: jax.Array,
-                 on: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
-        batch = lay.constrain_batch(step.draw_batch(state, d["x_train"], d["y_train"],
-                                                    batch_size))
+    def task_end(params: Any, model_state: Any, d: dict[str, jax.Array],
+                 at: jax.Array) -> dict[str, jax.Array]:
+        """The finished task (the one before step `at`) and the first, on their test splits."""
+        finished = (at - 1) // task_length
+        out = {f"{cadence.TASK_END}/task": finished.astype(jnp.float32)}
+        for name, t in (("", finished), ("first_", jnp.zeros((), jnp.int32))):
+            tp = tasks.params(t)
+            x, y = tasks.view(d["x_test"], d["y_test"], tp)
+            m = evaluate(params, model_state, x, y, weights=tasks.weights(y, tp),
+                         prefix=cadence.TASK_END)
+            out.update({f"{cadence.TASK_END}/{name}{k.rpartition('/')[2]}": v
+                        for k, v in m.items()})
+        return out
+
+    def measured(state: TrainState, d: dict[str, jax.Array], s: dict[str, Any],
+                 tp: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+        apply, on, at = s["apply"], s["on"], s["step"]
+        m: dict[str, jax.Array] = {}
+        if tasks.continual:  # before the intervention that may open the next task
+            m.update(step.switched(lambda p, ms: task_end(p, ms, d, at), on[cadence.TASK_END],
+                                   state.params, state.model_state))
+            m["task"] = tasks.index(at)
+        batch = draw(state, d, tp)
+        if plastic is not None:
+            state = plastic.before(state, at, batch[0])
+        x_fixed, y_fixed = tasks.view(d["x_fixed"], d["y_fixed"], tp)
         eps = (step.zero_perturbation(model, state.params, state.model_state, batch[0])
                if "delta_norm" in selected else None)
         new, out = train_step(state, batch, step.stream_key(state, step.STREAM_DROPOUT),
                               apply=apply, eps=eps)
-        m = step.measure(state, out, d["x_fixed"], d["y_fixed"], model=model, head=head,
-                         selected=selected, hist_bins=bins,
-                         dormant_tau=cfg.train.dormant_tau)
-        m.update(step.switched(evaluate, on["eval"], state.params, state.model_state,
-                               d["x_test"], d["y_test"]))
+        m.update(step.measure(state, out, x_fixed, y_fixed, model=model, head=head,
+                              selected=selected, hist_bins=bins,
+                              dormant_tau=cfg.train.dormant_tau))
+        if "preact_drift" in selected:
+            new = drift(new, m, at)
+        x_test, y_test = tasks.view(d["x_test"], d["y_test"], tp)
+        m.update(step.switched(
+            lambda p, ms, x, y: evaluate(p, ms, x, y, weights=tasks.weights(y, tp)),
+            on["eval"], state.params, state.model_state, x_test, y_test))
         key = step.stream_key(state, step.STREAM_PROBES)
         for name, fn in probe_fns.items():
             m.update(step.switched(fn, on[name], state.params, state.model_state,
-                                   d["x_fixed"], d["y_fixed"], key))
+                                   x_fixed, y_fixed, key))
         m["diverged_at"] = new.diverged_at
         return new, m
 
+    def drift(new: TrainState, m: dict[str, jax.Array], at: jax.Array) -> TrainState:
+        """preact_*_drift: the change since the task's first step, whose values the state
+        keeps (set here at that step)."""
+        first = ((at % task_length == 0) & (at // task_length < cfg.task.num_tasks)
+                 if task_length else (at == 0))
+        cur = {"mean": m["preact_mean"], "std": m["preact_std"]}
+        ref = jax.tree.map(lambda c, r: jnp.where(first, c, r), cur, new.extra["ref"])
+        m["preact_mean_drift"] = cur["mean"] - ref["mean"]
+        m["preact_std_drift"] = cur["std"] - ref["std"]
+        return new.replace(extra={**new.extra, "ref": ref})
+
     def slot(state: TrainState, d: dict[str, jax.Array],
              s: dict[str, Any]) -> tuple[TrainState, dict[str, jax.Array]]:
-        state, m = measured(state, d, s["apply"], s["on"])
-        state = jax.lax.fori_loop(0, s["n_plain"], lambda _, st: plain(st, d), state)
+        tp = tasks.params(tasks.index(s["step"]))  # one task per slot (cadence)
+        state, m = measured(state, d, s, tp)
+        state = jax.lax.fori_loop(0, s["n_plain"],
+                                  lambda i, st: plain(st, d, tp, s["step"] + 1 + i), state)
         return state, m
 
     def one_member(state: TrainState, d: dict[str, jax.Array],

@@ -38,7 +38,13 @@ def resolve(config: Config) -> Config:
         probe_settings = probes.settings(config.probes.settings)
     except (AxisError, activations.ActivationError, models.ModelError, data.DataError) as e:
         raise ConfigError(str(e)) from None
-    return dataclasses.replace(config, model=model, dataset=ds,
+    train = config.train
+    if config.task.continual:  # a sequence lasts its tasks
+        train = dataclasses.replace(train, steps=config.task.num_tasks * config.task.steps_per_task)
+    elif config.plasticity.method in ("redo", "shrink_perturb") and config.plasticity.every == 0:
+        raise ConfigError(f"plasticity.every=0 runs {config.plasticity.method} at each new task; "
+                          f"with one task (task=fixed) give plasticity.every > 0")
+    return dataclasses.replace(config, model=model, dataset=ds, train=train,
                                probes=ProbesConfig(probe_settings), resolved=True)
 
 

@@ -15,6 +15,7 @@ import jax
 # the batch; these fold that step key once more.
 STREAM_DROPOUT = 1
 STREAM_PROBES = 2
+STREAM_PLASTICITY = 3  # the interventions' draws (actlab.engine.plasticity)
 
 
 @flax.struct.dataclass
@@ -30,6 +31,9 @@ class TrainState:
     # metric constants per layer ([L] each): saturation bounds (NaN: never saturates)
     # and max |phi'|; they depend on vmapped activation parameters
     consts: dict[str, jax.Array]
+    # what spans steps besides: "ref", the pre-activation mean and std per layer at the
+    # current task's first step (preact drift), and "plastic", the intervention's state
+    extra: dict[str, Any] = flax.struct.field(default_factory=dict)
 
     if TYPE_CHECKING:  # added by flax.struct.dataclass, which does not declare it
         def replace(self, **updates: Any) -> TrainState: ...
@@ -43,8 +47,6 @@ def step_key(state: TrainState) -> jax.Array:
 def stream_key(state: TrainState, stream: int) -> jax.Array:
     """A key of the current step for one use (STREAM_DROPOUT, STREAM_PROBES)."""
     return jax.random.fold_in(step_key(state), stream)
-
-
 
 
 def member(state: TrainState, i: int) -> TrainState:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from actlab.engine.plasticity import Intervention
 from actlab.engine.state import (  # noqa: F401  (the state's names, where the step is)
     STREAM_DROPOUT,
     STREAM_PROBES,
@@ -48,13 +49,17 @@ def draw_batch(state: TrainState, x: jax.Array, y: jax.Array,
     return x[idx], y[idx]
 
 
-def loss_fn(model: Model, head: Head) -> Callable:
-    """loss(params, eps, model_state, x, y, rng) -> (mean loss, new model state), training mode."""
+def loss_fn(model: Model, head: Head, capture: bool = False) -> Callable:
+    """loss(params, eps, model_state, x, y, rng) -> (mean loss, new model state), training mode.
+
+    With `capture` the auxiliary output is (new model state, every layer's h on the batch).
+    """
 
     def loss(params: PyTree, eps: PyTree, model_state: PyTree, x: jax.Array, y: jax.Array,
-             rng: jax.Array | None) -> tuple[jax.Array, PyTree]:
-        logits, _, new_state = model.apply(params, model_state, x, eps, train=True, rng=rng)
-        return head.loss(logits, y), new_state
+             rng: jax.Array | None) -> tuple[jax.Array, Any]:
+        logits, aux, new_state = model.apply(params, model_state, x, eps, capture=capture,
+                                             train=True, rng=rng)
+        return head.loss(logits, y), ((new_state, aux["h"]) if capture else new_state)
 
     return loss
 
@@ -97,20 +102,25 @@ def gate(state: TrainState, loss: jax.Array, updates: PyTree, opt_state: PyTree,
 
 def train_step(state: TrainState, batch: tuple[jax.Array, jax.Array], rng: jax.Array | None, *,
                model: Model, tx: optax.GradientTransformation, loss_fn: Callable,
-               apply: jax.Array | bool = True,
-               eps: PyTree = None) -> tuple[TrainState, dict[str, Any]]:
+               apply: jax.Array | bool = True, eps: PyTree = None,
+               plastic: Intervention | None = None) -> tuple[TrainState, dict[str, Any]]:
     """One update on `batch`, through the divergence gate.
 
     Returns the new state and {"loss", "grads", "updates", "grad_eps", "step"} (grad_eps:
     the gradient with respect to the perturbation `eps`, None without one; step: that of
     `state`, the one `measure` must be given). With apply=False nothing changes (a final
-    measurement).
+    measurement). `plastic`: an intervention's gradient term and its update after the step
+    (continual backpropagation; `loss_fn` must then capture h).
     """
     x, y = batch
-    (loss, new_model_state), (grads, grad_eps) = jax.value_and_grad(
+    (loss, aux), (grads, grad_eps) = jax.value_and_grad(
         loss_fn, argnums=(0, 1), has_aux=True)(state.params, eps, state.model_state, x, y, rng)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_model_state, h = aux if plastic is not None and plastic.needs_h else (aux, None)
+    given = plastic.grads(state, grads) if plastic is not None else grads
+    updates, opt_state = tx.update(given, state.opt_state, state.params)
     new = gate(state, loss, updates, opt_state, new_model_state, apply)
+    if plastic is not None and plastic.needs_h:
+        new = plastic.after(new, h, (new.step > state.step) & (new.diverged_at < 0))
     return new, {"loss": loss, "grads": grads, "updates": updates, "grad_eps": grad_eps,
                  "step": state.step}
 

@@ -14,6 +14,9 @@ matrix [examples, units] (conv layers: every position an example, each channel a
 - srank: srank_0.01 (Kumar et al. 2021), the number of singular values, largest first,
   that hold 99% of their sum.
 - weight_mag: mean |w| of layer l's kernel (actlab.models.base.Model.kernel_abs_means).
+- preact_mean, preact_std (family preact_drift): mean and std of the pre-activations z_l
+  over probe examples and units; preact_mean_drift, preact_std_drift: their change since the
+  current task's first step (the run's first step for a fixed task), which the engine keeps.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ def ranks(h_PxU: jax.Array, delta: float = SRANK_DELTA) -> tuple[jax.Array, jax.
     # the smallest k whose k largest values reach (1 - delta) of the sum
     srank = jnp.sum(jnp.cumsum(s) < (1.0 - delta) * total) + 1
     return erank, jnp.where(total > 0, srank, 0).astype(jnp.float32)
+
+
+def preact_moments(z: Layers) -> tuple[jax.Array, jax.Array]:
+    """Mean and std of each layer's pre-activations over examples and units ([L] each)."""
+    mats = [a.astype(jnp.float32) for a in _as_matrices(z)]
+    return (jnp.stack([jnp.mean(a) for a in mats]), jnp.stack([jnp.std(a) for a in mats]))
 
 
 def representation_metrics(h: Layers, selected: Collection[str] = REPRESENTATION_METRICS,

@@ -64,8 +64,9 @@ def measure(state: MemberState, out: dict[str, Any], x_fixed: jax.Array, y_fixed
     acts = selected & set(metrics.ACTIVATION_METRICS)
     signal = selected & set(metrics.SIGNAL_METRICS)
     rep = selected & set(metrics.REPRESENTATION_METRICS)
+    drift = "preact_drift" in selected
     logits, aux, _ = model.apply(state.params, state.model_state, x_fixed,
-                                 capture=bool(acts or signal or rep or hist_bins))
+                                 capture=bool(acts or signal or rep or hist_bins or drift))
     m.update({f"train/{k}": v for k, v in head.measures(logits, y_fixed).items()})
     if acts:
         c = state.consts
@@ -76,6 +77,8 @@ def measure(state: MemberState, out: dict[str, Any], x_fixed: jax.Array, y_fixed
         m.update(metrics.signal_metrics(aux["z"], signal))
     if rep:
         m.update(representation.representation_metrics(aux["h"], rep, dormant_tau))
+    if drift:  # the drift itself needs the task's first value: the program adds it
+        m["preact_mean"], m["preact_std"] = representation.preact_moments(aux["z"])
     if "weight_mag" in selected:
         m["weight_mag"] = model.kernel_abs_means(state.params)
     if hist_bins:
@@ -85,10 +88,20 @@ def measure(state: MemberState, out: dict[str, Any], x_fixed: jax.Array, y_fixed
 
 
 def evaluate(params: PyTree, model_state: PyTree, x: jax.Array, y: jax.Array, *, model: Model,
-             head: Head) -> dict[str, jax.Array]:
-    """eval/loss, eval/acc (eval/rmse for ratings) on the given split, evaluation mode."""
+             head: Head, weights: jax.Array | None = None,
+             prefix: str = "eval") -> dict[str, jax.Array]:
+    """eval/loss, eval/acc (eval/rmse for ratings) on the given split, evaluation mode.
+
+    `weights` [N] (0 or 1): only the examples weighted 1 count (a task's classes).
+    """
     logits, _, _ = model.apply(params, model_state, x)
-    return {f"eval/{k}": v for k, v in head.measures(logits, y).items()}
+    if weights is None:
+        return {f"{prefix}/{k}": v for k, v in head.measures(logits, y).items()}
+    per_example = jax.vmap(lambda lg, t: head.loss(lg[None], t[None]))(logits, y)
+    correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+    n = jnp.maximum(jnp.sum(weights), 1.0)
+    return {f"{prefix}/loss": jnp.sum(weights * per_example) / n,
+            f"{prefix}/acc": jnp.sum(weights * correct) / n}
 
 
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from actlab import files
 from actlab import sinks as writers
 from actlab.config import Config
+from actlab.data import tasks
 from actlab.engine import cadence, devices, loop
 from actlab.engine.experiment import Experiment, build, device_data, initial_state, resolved_init
 from actlab.engine.resolve import resolve
@@ -175,6 +176,7 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     d = device_data(exp)
     state = initial_state(exp, members)
     summary["num_params"] = int(sum(x[0].size for x in jax.tree.leaves(state.params)))
+    summary["tasks"] = tasks.describe(config.task)
     ckpt = checkpoint.Checkpoints(run_dir, tc.checkpoint_keep) if (
         tc.checkpoint_every > 0 or mode == "resume") else None
     if mode == "resume":
@@ -195,7 +197,8 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     k = per_call(config)
     names = loop.measurement_names(exp)
     every = {"eval": tc.eval_every, **{n: p.every for n, p in config.probes.active.items()}}
-    calls = cadence.plan(tc.steps, tc.log_every, every, tc.checkpoint_every, k, start)
+    calls = cadence.plan(tc.steps, tc.log_every, every, tc.checkpoint_every, k, start,
+                         task_length=config.task.length)
     try:
         t_compile = time.perf_counter()
         call = loop.make_program(exp, k, lay).lower(

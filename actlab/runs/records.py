@@ -24,7 +24,10 @@ from actlab.files import DENSITY_FILE, atomic_write, clean, read_metrics  # noqa
 
 PER_MEMBER_SUMMARY = ("final_train_loss", "final_eval_loss", "final_eval_acc", "best_eval_acc",
                       "steps_to_target", "time_to_target", "time_to_target_excl_compile",
-                      "loss_auc", "diverged_at", "eos_step")
+                      "loss_auc", "diverged_at", "eos_step", "task_acc_last10", "task_acc_slope")
+INTEGER_KEYS = ("task", "task_end/task")  # record fields that are counts, not measurements
+TASK_LISTS = ("task_acc", "task_first_acc")  # per member, one value per finished task
+
 SHARPNESS = "hessian/top_eig"
 
 
@@ -58,6 +61,24 @@ class Tracker:
         self.compile_seconds = 0.0
         self.losses: list[float] = []
         self.s: dict[str, Any] = dict.fromkeys(PER_MEMBER_SUMMARY)
+        self.tasks: dict[str, dict[int, float | None]] = {}
+
+    def _task_summary(self) -> None:
+        """Per-task final accuracy, its mean over the last 10% of the tasks (at least one)
+        and its least-squares slope over the task index (per task)."""
+        accs = self.tasks.get("task_acc", {})
+        for field in TASK_LISTS:
+            values = self.tasks.get(field, {})
+            self.s[field] = [values[t] for t in sorted(values)]
+        done = [(t, a) for t, a in sorted(accs.items()) if a is not None]
+        if not done:
+            return
+        last = max(1, round(0.1 * len(accs)))
+        tail = [a for t, a in done if t >= len(accs) - last]
+        self.s["task_acc_last10"] = float(np.mean(tail)) if tail else None
+        if len(done) > 1:
+            ts, vs = np.asarray([t for t, _ in done], float), np.asarray([a for _, a in done])
+            self.s["task_acc_slope"] = float(np.polyfit(ts, vs, 1)[0])
 
     def update(self, r: dict[str, Any]) -> None:
         if r.get("train/loss") is not None:
@@ -75,6 +96,13 @@ class Tracker:
             self.s["steps_to_target"], self.s["time_to_target"] = r["step"], r["wall_time"]
             self.s["time_to_target_excl_compile"] = round(r["wall_time"] - self.compile_seconds,
                                                           4)
+        if r.get("task_end/task") is not None:
+            t = int(r["task_end/task"])
+            for key, field in (("task_end/acc", "task_acc"), ("task_end/first_acc",
+                                                              "task_first_acc")):
+                values = self.tasks.setdefault(field, {})
+                values[t] = r.get(key)
+            self._task_summary()
         sharp = r.get(SHARPNESS)
         if (self.s["eos_step"] is None and self.lr and sharp is not None
                 and sharp >= 2.0 / self.lr):
@@ -130,6 +158,9 @@ def to_records(m: dict[str, np.ndarray], step: int, wall: float,
         r: dict[str, Any] = {"step": step, **clean(member), "wall_time": round(wall, 4),
                              "member": i}
         r.update(zip(names, (x if math.isfinite(x) else None for x in table[i]), strict=True))
+        for k in INTEGER_KEYS:
+            if r.get(k) is not None:
+                r[k] = int(r[k])
         records.append(r)
     return records
 
