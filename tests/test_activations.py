@@ -50,6 +50,8 @@ REF = {
     "sigmoid": ({}, sig, lambda x: sig(x) * (1 - sig(x))),
     "tanh": ({}, np.tanh, lambda x: 1 - np.tanh(x) ** 2),
     "relu": ({}, lambda x: np.maximum(x, 0), lambda x: (x > 0) * 1.0),
+    # crelu's phi is relu's; the layer applies it to [z, -z] (tests/test_crelu.py)
+    "crelu": ({}, lambda x: np.maximum(x, 0), lambda x: (x > 0) * 1.0),
     "leaky_relu": ({"alpha": 0.1}, lambda x: np.where(x > 0, x, 0.1 * x),
                    lambda x: np.where(x > 0, 1.0, 0.1)),
     "elu": ({"alpha": 0.7}, lambda x: np.where(x > 0, x, 0.7 * np.expm1(np.minimum(x, 0))),

@@ -144,11 +144,14 @@ def test_every_hidden_activation_has_a_config_and_trains_through_hydra(tmp_path)
     assert _group_options("activation") == names
     for name in names:  # every option composes and validates
         composed(f"activation={name}", "+experiment=debug", "logger=none")
-    # and trains: the elementwise functions one per layer of one MLP, the gated units in another
+    # and trains: the elementwise functions one per layer of one MLP, the gated units in
+    # another, the doubled units (twice as wide outputs, so no residual sums) in a third
     gated = [n for n in names if activations.info(n).gated]
-    for group in ([n for n in names if n not in gated], gated):
+    doubled = [n for n in names if activations.info(n).doubled]
+    for group in ([n for n in names if n not in gated + doubled], gated, doubled):
         cfg = composed("+experiment=debug", "model=mlp", f"model.depth={len(group)}",
-                       f"model.activations=[{','.join(group)}]", "model.residual=true",
+                       f"model.activations=[{','.join(group)}]",
+                       f"model.residual={str(group != doubled).lower()}",
                        "train.steps=2", "train.log_every=1", "train.eval_every=2",
                        "logger.progress=false")
         s = train.run(cfg, tmp_path / group[0])

@@ -96,6 +96,8 @@ def numpy_step(name):
         ref[f"srank/{l}"] = (int(np.searchsorted(np.cumsum(sv), 0.99 * sv.sum()) + 1)
                              if sv.sum() > 0 else 0)
         ref[f"weight_mag/{l}"] = np.abs(Ws[l]).mean()
+        ref[f"preact_mean/{l}"] = zs[l].mean()
+        ref[f"preact_std/{l}"] = zs[l].std()
     gn_out = np.sqrt(np.sum(g_out[0] ** 2) + np.sum(g_out[1] ** 2))
     ref["grad_norm/out"] = gn_out
     ref["weight_norm/out"] = np.sqrt(np.sum(p["out_kernel"] ** 2) + np.sum(p["out_bias"] ** 2))

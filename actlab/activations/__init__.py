@@ -9,6 +9,10 @@ metrics.py has no per-activation special cases.
 Gated linear units (swiglu, geglu, reglu, glu, bilinear) are registered too: h =
 g(z_g) * z_v takes two projections, so a gated Spec is applied with `Spec.glu`, and
 its metadata (saturation, can_die, max |phi'|) is that of its gate g (`Spec.gate`).
+
+A doubled unit (crelu) is registered by its elementwise phi (relu) with `doubled=True`: a
+model applies phi to [z, -z] side by side (`Spec.doubled`; actlab.models.unit), so the
+layer's output is twice as wide, while phi, phi' and the metadata stay elementwise.
 """
 
 from __future__ import annotations
@@ -141,6 +145,11 @@ class Spec:
     def gated(self) -> bool:
         """True for a gated linear unit h = g(z_g) * z_v (apply it with `glu`)."""
         return info(self.name).gated
+
+    @property
+    def doubled(self) -> bool:
+        """True for a unit that applies phi to [z, -z], doubling the layer's width (crelu)."""
+        return info(self.name).doubled
 
     @property
     def gate(self) -> Spec:

@@ -52,6 +52,9 @@ class Info:
     # above are then those of its gate g, whose default name is `gate`.
     gated: bool = False
     gate: str | None = None
+    # The unit applies phi to [z, -z] side by side, doubling the layer's output width
+    # (concatenated relu, crelu): phi and the flags above are the elementwise function's.
+    doubled: bool = False
 
     def as_dict(self) -> dict:
         """Plain-dict view (for tables and JSON)."""
@@ -86,14 +89,18 @@ def entry(
     resolve: Callable[[dict[str, Any], Callable[..., Any]], dict[str, Any]] | None = None,
     gated: bool = False,
     gate: str | None = None,
+    doubled: bool = False,
 ) -> Entry:
     """The table entry of `fn(z, **params)` under `name`, with its metadata.
 
     `resolve(params, spec) -> params` completes the parameters after the defaults and the
     caller's values are merged, with the registry's `spec` to look other functions up
     (rational fills its coefficients by a fit to `init_like`).
-    For `gated=True`, `fn(**fixed)` returns the name of the gate function.
+    For `gated=True`, `fn(**fixed)` returns the name of the gate function. For
+    `doubled=True`, `fn` is the elementwise phi that a layer applies to [z, -z].
     """
+    if gated and doubled:
+        raise ActivationError(f"activation '{name}': a unit is gated or doubled, not both")
 
     info = Info(
         name=name, formula=formula, output_range=output_range,
@@ -101,6 +108,7 @@ def entry(
         zero_centred=zero_centred, can_die=can_die, saturation=saturation,
         params=dict(params or {}), learnable=tuple(learnable),
         output_only=output_only, description=description, gated=gated, gate=gate,
+        doubled=doubled,
     )
     return Entry(fn=fn, info=info, saturation_fn=saturation_fn, resolve=resolve)
 

@@ -55,6 +55,15 @@ def relu(z):
     return jax.nn.relu(z)
 
 
+@register("crelu", formula=r"[\max(0, x),\ \max(0, -x)]", output_range=(0.0, INF),
+          deriv_range=(0.0, 1.0), monotone=True, can_die=True, doubled=True,
+          description="concatenated relu (Shang et al. 2016; Abbas et al. 2023 against loss "
+                      "of plasticity): a layer outputs [relu(z), relu(-z)], twice its width; "
+                      "phi and its metadata are relu's, applied to each half")
+def crelu(z):
+    return jax.nn.relu(z)
+
+
 @register("leaky_relu", formula=r"x \text{ if } x>0 \text{ else } \alpha x",
           deriv_range=(0.01, 1.0), monotone=True, zero_centred=False, params={"alpha": 0.01})
 def leaky_relu(z, alpha=0.01):

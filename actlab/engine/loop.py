@@ -2,12 +2,13 @@
 
 `make_program(exp, per_call)` returns `call(state, d, plan) -> (state, m)`, jitted with
 the state donated. `plan` (from `plan_arrays`) holds, for each of the call's
-`per_call` slots, the plain-step count, whether the measured step's update is
+`per_call` slots, its step, the plain-step count, whether the measured step's update is
 applied, whether the slot is used at all, and which periodic measurements
-(eval, probes) run. Each slot measures theta_t, applies that step's update, and
-runs its plain steps (all of one task: the cadence puts a log step at every task's start) in a fori_loop with a traced trip count, so one program
-serves every interval, the remainder and the final measurement. `m` holds the
-slots' measurements stacked [members, per_call, ...].
+(eval, probes, task ends) run. Each slot measures theta_t, applies that step's update,
+and runs its plain steps (all of one task: the cadence puts a log step at every task's
+start) in a fori_loop with a traced trip count, so one program serves every interval,
+the remainder and the final measurement. `m` holds the slots' measurements stacked
+[members, per_call, ...].
 """
 
 from __future__ import annotations

@@ -127,10 +127,10 @@ def masks(model: Model, params: PyTree, lay: Layout,
 def reset_moments(opt_state: PyTree, params: PyTree, where: PyTree) -> PyTree:
     """Every optimizer-state subtree shaped like the parameters (Adam's mu and nu, momentum),
     zeroed where `where` is True."""
-    structure = jax.tree.structure(params)
+    structure: Any = jax.tree.structure(params)
 
     def like_params(node: Any) -> bool:
-        return jax.tree.structure(node) == structure
+        return bool(structure == jax.tree.structure(node))
 
     def fix(node: Any) -> Any:
         if not like_params(node):

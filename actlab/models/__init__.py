@@ -15,6 +15,7 @@ from actlab.activations import Spec
 from actlab.config import validate
 from actlab.models import cnn, mlp, recommender, resnet, transformer
 from actlab.models.base import (  # noqa: F401  (the protocol's public names)
+    DOUBLED_MODELS,
     GATED_MODELS,
     GLU_WIDTHS,
     DyT,
@@ -24,6 +25,7 @@ from actlab.models.base import (  # noqa: F401  (the protocol's public names)
     act_site,
     choice,
     fraction,
+    is_doubled,
     is_gated,
     matched_units,
     new_aux,
@@ -95,5 +97,9 @@ def build(name: str, *, specs: tuple[Spec, ...], num_classes: int, input_shape: 
     if name not in GATED_MODELS and any(sp.gated for sp in specs):
         raise ModelError(f"gated units (GLU family) need model={' or model='.join(GATED_MODELS)};"
                          f" model '{name}' applies its activation elementwise")
+    doubled = next((sp.name for sp in specs if sp.doubled), None)
+    if name not in DOUBLED_MODELS and doubled is not None:
+        raise ModelError(f"{doubled} doubles a layer's width; it needs "
+                         f"model={' or model='.join(DOUBLED_MODELS)}, not model '{name}'")
     return builder.build(specs=specs, num_classes=num_classes, input_shape=input_shape,
                            init=init, **params)

@@ -7,8 +7,8 @@ and exposes to the engine:
 - `apply(params, state, x, eps, capture, train, rng) -> (logits, aux, new_state)`:
   `eps` is a zero perturbation added to every pre-activation z_l, so one backward
   pass yields d loss / d z_l; with `capture`, aux holds per-layer z, h = phi(z)
-  and phi'(z), either stacked [L, B, W] (the scanned MLP) or as lists of
-  [B, ..., C] arrays (conv nets: the last axis is the unit/channel axis).
+  and phi'(z) (twice as wide for a doubled unit), either stacked [L, B, W] (the scanned
+  MLP) or as lists of [B, ..., C] arrays (conv nets: the last axis is the unit/channel axis).
 - `labels(params)`: a tree of `Role`s saying which parameters belong to which
   layer, which are activation parameters and which form the output layer; the
   engine's per-layer norms, optimizer masks and vmapped axes read it, never names.
@@ -170,7 +170,8 @@ def act_site(module: nn.Module, l: int, spec: Spec, z: jax.Array, eps, capture: 
              aux: dict[str, list]) -> jax.Array:
     """Apply layer l's activation inside a compact module: eps, learned params, capture.
 
-    A gated spec takes the fused pre-activation z = [z_g, z_v] (see `unit`).
+    A gated spec takes the fused pre-activation z = [z_g, z_v]; a doubled spec (crelu)
+    returns twice z's channels (see `unit`).
     """
     learned = {p: module.param(f"act{l}_{p}", nn.initializers.constant(v), ())
                for p, v in spec.learned.items()}
@@ -184,14 +185,19 @@ def unit(spec: Spec, z: jax.Array, e: jax.Array | None, learned: Mapping[str, ja
          capture: bool) -> tuple[jax.Array, dict[str, jax.Array] | None]:
     """A layer's units on pre-activation z: h and, with `capture`, what the metrics read.
 
-    Elementwise: h = phi(z + e); captured z, h and phi'(z). Gated (GLU family): z holds the
-    gate and value pre-activations side by side on its last axis, z = [z_g, z_v], and
+    Elementwise: h = phi(z + e); captured z, h and phi'(z). Doubled (crelu): the unit's
+    pre-activations are zz = [z, -z] side by side on the last axis, twice z's width, and
+    h = phi(zz + e), so eps (then e has zz's width), delta_norm, dead_frac and sat_frac act
+    on the doubled pre-activations; captured z = zz, h and phi'(zz). Gated (GLU family): z
+    holds the gate and value pre-activations side by side on its last axis, z = [z_g, z_v], and
     h = gate(z_g + e) * z_v; captured z = z_g (the site of eps, sat_frac and delta_norm),
     h, phi' = gate'(z_g), `gate` = gate(z_g), and `flow` = max(|dh/dz_g|, |dh/dz_v|) per
     unit and example, which is 0 exactly when the unit's output and both input gradients
     vanish (dead).
     """
     if not spec.gated:
+        if spec.doubled:
+            z = jnp.concatenate([z, -z], -1)
         if e is not None:
             z = z + e
         h = spec(z, **learned)
@@ -225,6 +231,15 @@ def is_gated(specs: tuple[Spec, ...]) -> bool:
     return kinds.pop()
 
 
+def is_doubled(specs: tuple[Spec, ...]) -> bool:
+    """Whether the layers use a doubled unit (crelu: phi on [z, -z]); every layer or none."""
+    kinds = {sp.doubled for sp in specs}
+    if len(kinds) > 1:
+        raise ModelError("model.activations mixes doubled units (crelu), whose layers are twice "
+                         "as wide, and other activations; use one kind in all layers")
+    return kinds.pop()
+
+
 def paired(init: Callable) -> Callable:
     """Initializer of a fused [..., fan_in, 2U] gate-and-value kernel: each U-wide half drawn
     as a kernel of its own (fans as for a U-wide layer)."""
@@ -239,12 +254,13 @@ def paired(init: Callable) -> Callable:
 
 def matched_units(count: Callable[[int], int], target: int, hi: int) -> int:
     """The width U in 1..hi whose parameter count `count(U)` is closest to `target`
-    (`model.glu_width=match`: a gated model as large as the elementwise one)."""
+    (`model.glu_width=match`: a gated or doubled model as large as the elementwise one)."""
     return min(range(1, hi + 1), key=lambda u: (abs(count(u) - target), u))
 
 
 GLU_WIDTHS = ("match", "same")
 GATED_MODELS = ("mlp", "transformer")  # the models whose layers can be gated units
+DOUBLED_MODELS = ("mlp", "cnn")  # the models whose layers can be doubled units (crelu)
 
 
 class DyT(nn.Module):

@@ -4,7 +4,8 @@ Layer l computes z_l = norm(W_l h_{l-1} + b_l) (+ eps_l), h_l = dropout(phi_l(z_
 plus h_{l-1} when residual (layers 1..depth-1, whose widths match). norm is layer norm,
 batch norm or DyT (gamma tanh(alpha z) + beta, a learned alpha per layer). With a gated
 unit (GLU family) each layer's kernel is fused, [fan_in, 2U]: z_l = [z_g, z_v] and
-h_l = gate(z_g + eps_l) * z_v (actlab.models.unit).
+h_l = gate(z_g + eps_l) * z_v (actlab.models.unit). With a doubled unit (crelu) h_l =
+phi([z_l, -z_l] + eps_l) is 2W wide, and so is the input of the next layer.
 Parameters: in_kernel [D, W], in_bias [W], hidden_kernel [depth-1, W, W] and
 hidden_bias [depth-1, W] when scanned (unrolled: hidden<l>_kernel [W, W] and
 hidden<l>_bias [W] per layer, which the backward pass need not scatter into a
@@ -12,6 +13,8 @@ stack), out_kernel [W, C], out_bias [C]; norm scale/bias
 [depth, W] when normalised (and DyT's dyt_alpha [depth]); learned activation
 parameters act_<p> [depth] (or act<l>_<p> when the layers use different activations).
 Gated: W is the number of units U, and every kernel and bias producing z has 2U columns.
+Doubled: every kernel that takes h has 2W rows, hidden_kernel [depth-1, 2W, W] (hidden<l>_kernel
+[2W, W]) and out_kernel [2W, C]; the initializers read that fan-in from the shape.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from actlab.models.base import (
     Role,
     choice,
     fraction,
+    is_doubled,
     is_gated,
     matched_units,
     paired,
@@ -80,12 +84,13 @@ class MLP(nn.Module):
         if gated:
             kinit, sinit = paired(kinit), paired(sinit)
         P = 2 * W if gated else W  # columns of each kernel producing z
+        F = 2 * W if is_doubled(self.specs) else W  # width of h: rows of each kernel taking it
         k_in = self.param("in_kernel", kinit, (x.shape[-1], P))
         b_in = self.param("in_bias", binit, (P,))
         scan = self.homogeneous and (L > UNROLL_MAX_DEPTH if self.scan_layers == "auto"
                                      else bool(self.scan_layers))
         if L > 1 and scan:
-            k_h = self.param("hidden_kernel", sinit, (L - 1, W, P))
+            k_h = self.param("hidden_kernel", sinit, (L - 1, F, P))
             b_h = self.param("hidden_bias", binit, (L - 1, P))
         hidden_key = bias_key = None
         if L > 1 and not scan and self.is_initializing():
@@ -96,7 +101,7 @@ class MLP(nn.Module):
             bias_key = self.make_rng("params")  # the stacked bias's turn
         oinit = initializers.kernel_init("orthogonal" if self.init_name == "orthogonal"
                                          else "glorot")
-        k_out = self.param("out_kernel", oinit, (W, self.num_classes))
+        k_out = self.param("out_kernel", oinit, (F, self.num_classes))
         b_out = self.param("out_bias", nn.initializers.zeros, (self.num_classes,))
 
         norm: dict[str, jax.Array] = {}
@@ -128,7 +133,7 @@ class MLP(nn.Module):
                 return lambda key, shape: fn(key if stack_key is None else stack_key,
                                              (L - 1, *shape))[l - 1]
 
-            k_h = [self.param(f"hidden{l}_kernel", hidden_init(l, sinit, hidden_key), (W, P))
+            k_h = [self.param(f"hidden{l}_kernel", hidden_init(l, sinit, hidden_key), (F, P))
                    for l in range(1, L)]
             b_h = [self.param(f"hidden{l}_bias", hidden_init(l, binit, bias_key), (P,))
                    for l in range(1, L)]
@@ -237,32 +242,35 @@ NORMS = ("none", "layer", "batch", "dyt")
 
 
 def num_params(units: int, *, gated: bool, depth: int, fan_in: int, num_classes: int,
-               norm: str) -> int:
+               norm: str, doubled: bool = False) -> int:
     """Trained parameters of the MLP with `units` units per layer (closed form)."""
     cols = 2 * units if gated else units
-    n = fan_in * cols + cols + (depth - 1) * (units * cols + cols) + units * num_classes
+    rows = 2 * units if doubled else units  # the width of h, which the next kernel takes
+    n = fan_in * cols + cols + (depth - 1) * (rows * cols + cols) + rows * num_classes
     n += num_classes
     if norm != "none":
         n += 2 * depth * cols + (depth if norm == "dyt" else 0)
     return n
 
 
-def units(width: int, gated: bool, glu_width: str, **shape) -> int:
-    """Units per layer: `width`, or for a gated unit under glu_width=match the width whose
-    model has the parameter count of the elementwise model of `width` (for deep stacks
-    about width / sqrt(2); Shazeer's 2/3 holds for a single d -> d_ff -> d block)."""
-    if not gated or glu_width == "same":
+def units(width: int, gated: bool, glu_width: str, *, doubled: bool = False, **shape) -> int:
+    """Units per layer: `width`, or for a gated or doubled unit under glu_width=match the
+    width whose model has the parameter count of the elementwise model of `width` (for deep
+    stacks about width / sqrt(2); Shazeer's 2/3 holds for a single d -> d_ff -> d block)."""
+    if not (gated or doubled) or glu_width == "same":
         return width
     target = num_params(width, gated=False, **shape)
-    return matched_units(lambda u: num_params(u, gated=True, **shape), target, width)
+    return matched_units(lambda u: num_params(u, gated=gated, doubled=doubled, **shape),
+                         target, width)
 
 
 def build(*, specs, num_classes, input_shape, init, depth=4, width=64, norm="none", dropout=0.0,
           residual=False, scan_layers="auto", glu_width="match", dyt_alpha0=0.5):
-    """An MLP with `depth` hidden layers of `width` units (gated: see `units`)."""
+    """An MLP with `depth` hidden layers of `width` units (gated or doubled: see `units`)."""
 
     scheme = initializers.Scheme(*init)
-    w = units(width, is_gated(tuple(specs)), glu_width, depth=depth,
+    doubled = is_doubled(tuple(specs))
+    w = units(width, is_gated(tuple(specs)), glu_width, doubled=doubled, depth=depth,
               fan_in=math.prod(input_shape), num_classes=num_classes, norm=norm)
     module = MLP(depth=depth, width=w, num_classes=num_classes, specs=tuple(specs),
                  init_name=scheme.name, distribution=scheme.distribution, gain=scheme.gain,

@@ -97,11 +97,10 @@ class Tracker:
             self.s["time_to_target_excl_compile"] = round(r["wall_time"] - self.compile_seconds,
                                                           4)
         if r.get("task_end/task") is not None:
-            t = int(r["task_end/task"])
+            finished = int(r["task_end/task"])
             for key, field in (("task_end/acc", "task_acc"), ("task_end/first_acc",
                                                               "task_first_acc")):
-                values = self.tasks.setdefault(field, {})
-                values[t] = r.get(key)
+                self.tasks.setdefault(field, {})[finished] = r.get(key)
             self._task_summary()
         sharp = r.get(SHARPNESS)
         if (self.s["eos_step"] is None and self.lr and sharp is not None

@@ -57,6 +57,10 @@ def _resolve(act: Act | _Phi, params: Mapping[str, Any] | None = None) -> _Phi:
     if isinstance(act, activations.Spec) and act.gated:
         raise TheoryError(f"'{act.name}' is a gated unit g(z_g) * z_v: the mean-field maps "
                           f"here are for elementwise activations (its gate: {act.gate.name})")
+    # A doubled unit (crelu) is taken as its elementwise phi: its layer outputs phi(z) and
+    # phi(-z) side by side, and z ~ -z, (u1, u2) ~ (-u1, -u2), so E[h^2], E[h(u1) h(u2)] and
+    # E[phi'^2] per output entry are phi's; the next layer's fan-in is the doubled width,
+    # which Var w = sigma_w2 / fan_in takes in, so the maps and chi1 above hold unchanged.
     key: Any  # hashable: the Spec's name and parameters, or the callable itself
     if isinstance(act, activations.Spec):
         key = (act.name, tuple(sorted(act.fixed.items())), tuple(sorted(act.learned.items())))
