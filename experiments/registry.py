@@ -18,6 +18,7 @@ from experiments.init_x_activation import summarise as init_x_activation
 from experiments.modern_ffn import summarise as modern_ffn
 from experiments.normalisation import summarise as normalisation
 from experiments.output_heads import summarise as output_heads
+from experiments.plasticity import summarise as plasticity
 from experiments.playground import summarise as playground
 from experiments.recommender import summarise as recommender
 from experiments.vanishing_gradients import summarise as vanishing_gradients
@@ -33,6 +34,7 @@ SUMMARIES: dict[str, Summary] = {
     "modern_ffn": modern_ffn.summarise,
     "normalisation": normalisation.summarise,
     "output_heads": output_heads.summarise,
+    "plasticity": plasticity.summarise,
     "playground": playground.summarise,
     "recommender": recommender.summarise,
     "vanishing_gradients": vanishing_gradients.summarise,
