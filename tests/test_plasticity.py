@@ -357,3 +357,32 @@ def test_a_sequence_interrupted_mid_task_resumes_bitwise(tmp_path, monkeypatch):
         return [{k: v for k, v in r.items() if k != "wall_time"} for r in rs]
 
     assert strip(read_records(tmp_path / "cut")) == strip(read_records(tmp_path / "whole"))
+
+
+def test_reduced_study_relu_loses_plasticity_on_permuted_digits_crelu_keeps_it(tmp_path):
+    # experiments/plasticity at a large Adam rate: 20 tasks of 150 steps, 2 seeds
+    from test_studies import study
+
+    out = {}
+    for act in ("relu", "crelu"):
+        cfg = study("plasticity", f"activation={act}", "dataset=digits", "task.num_tasks=20",
+                    "task.steps_per_task=150", "train.seeds=2",
+                    "train.vmap.optimizer.lr=[0.02]", "train.log_every=150",
+                    "train.probe_size=256")
+        out[act] = (driver.run(cfg, tmp_path / act), read_records(tmp_path / act))
+    summary, recs = out["relu"]
+    for m in summary["seeds"]:
+        assert np.mean(m["task_acc"][:2]) > 0.6  # it learns the first tasks
+        assert m["task_acc_last10"] < 0.3  # and no longer learns the late ones (chance: 0.1)
+
+    def layer_mean(r, key):
+        return np.mean([r[f"{key}/{l}"] for l in range(3)])
+
+    first = [r for r in recs if r["step"] == 0]
+    last = [r for r in recs if r["step"] == 3000]
+    assert np.mean([layer_mean(r, "dormant_frac") for r in last]) > 0.3 + np.mean(
+        [layer_mean(r, "dormant_frac") for r in first])
+    assert np.mean([layer_mean(r, "erank") for r in last]) < 0.6 * np.mean(
+        [layer_mean(r, "erank") for r in first])
+    for m in out["crelu"][0]["seeds"]:
+        assert m["task_acc_last10"] > 0.8
