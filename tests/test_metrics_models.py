@@ -35,6 +35,7 @@ BN_EPS, LN_EPS = 1e-5, 1e-6  # flax defaults
 DEAD_BIAS = -50.0
 PER_LAYER = ("grad_norm", "weight_norm", "update_ratio", "delta_norm", "act_mean", "act_std",
              "dead_frac", "sat_frac")
+PREACT = ("preact_mean", "preact_std")  # family preact_drift (its drift is 0 at step 0)
 OUT_METRICS = ("grad_norm", "weight_norm", "update_ratio")
 
 
@@ -352,7 +353,8 @@ def member_state(case: Case, exp) -> step.TrainState:
         params=params, opt_state=exp.tx.init(params),
         model_state=jax.tree.map(jnp.asarray, model_state), step=jnp.zeros((), jnp.int32),
         diverged_at=jnp.full((), -1, jnp.int32), key=jax.random.PRNGKey(0),
-        consts={k: jnp.asarray(v[0]) for k, v in consts.items()})
+        consts={k: jnp.asarray(v[0]) for k, v in consts.items()},
+        extra=jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype), shapes.extra))
     assert jax.tree.structure(state) == jax.tree.structure(shapes)
     return state
 
@@ -462,6 +464,7 @@ def reference(case: Case, params, model_state, x, y, xp, yp, scale=1.0):
             f"grad_norm/{l}": g_l[l], f"weight_norm/{l}": w_l[l],
             f"update_ratio/{l}": LR * g_l[l] / w_l[l], f"delta_norm/{l}": delta[l],
             f"act_mean/{l}": h.mean(), f"act_std/{l}": h.std(),
+            f"preact_mean/{l}": z.mean(), f"preact_std/{l}": z.std(),
             f"dead_frac/{l}": np.mean(np.all(d <= 1e-12, axis=0)),
             f"sat_frac/{l}": np.mean((d < 0.01 * dphi_max(name, alpha)) & tail)})
         if name == "prelu":
@@ -497,7 +500,7 @@ def mismatches(name, skip=()):
     _, state, _, new_state, _, m, _ = engine(name)
     ref, grads = case_reference(name)
     rec = flat(m)
-    expected = {f"{k}/{l}" for k in PER_LAYER for l in range(len(case.acts))}
+    expected = {f"{k}/{l}" for k in (*PER_LAYER, *PREACT) for l in range(len(case.acts))}
     expected |= {f"{k}/out" for k in OUT_METRICS}
     expected |= {"train/loss", "train/rmse" if case.rating else "train/acc"}
     expected |= {f"prelu_alpha/{l}" for l, a in enumerate(case.acts) if a == "prelu"}

@@ -235,7 +235,7 @@ def test_cbp_replaces_the_mature_unit_of_least_utility():
                                   np.delete(np.asarray(stepped.params["out_kernel"]), worst1, 0))
 
 
-def test_shrink_perturb_and_l2_init_follow_their_formulas():
+def test_shrink_perturb_follows_its_formula():
     exp = plastic_exp("shrink_perturb", every=4, shrink=0.3, perturb=0.05)
     state = member0(exp).replace(step=jnp.int32(8))
     x = jnp.asarray(exp.dataset.x_train[:8])
@@ -247,6 +247,8 @@ def test_shrink_perturb_and_l2_init_follow_their_formulas():
                                    0.3 * np.asarray(state.params[name])
                                    + 0.05 * np.asarray(fresh[name]), rtol=1e-6, atol=1e-7)
 
+
+def test_l2_init_pulls_towards_the_initial_weights():
     lam, lr = 0.05, 0.1
     cfg = make_config(model={"depth": 2, "width": 6}, optimizer={"name": "sgd", "lr": lr},
                       plasticity={"method": "l2_init", "l2": lam})

@@ -27,7 +27,7 @@ from actlab.engine import cadence, devices, step
 from actlab.engine.cadence import Call
 from actlab.engine.devices import MEMBERS, Layout
 from actlab.engine.experiment import Experiment
-from actlab.engine.state import TrainState
+from actlab.engine.state import MEMBER_AXIS, TrainState
 from actlab.measure import probes
 from actlab.measure.heads import Head
 from actlab.measure.probes.base import per_layer
@@ -69,8 +69,8 @@ def over_members(fn: Callable, how: str, spmd_axis: str | None = None) -> Callab
             return jax.tree.map(lambda a: a[None], out)
         if how == "map":
             return jax.lax.map(lambda s: fn(s, *shared), state)
-        return jax.vmap(fn, in_axes=(0, *[None] * len(shared)), spmd_axis_name=spmd_axis)(
-            state, *shared)
+        return jax.vmap(fn, in_axes=(0, *[None] * len(shared)), axis_name=MEMBER_AXIS,
+                        spmd_axis_name=spmd_axis)(state, *shared)
 
     return lifted
 

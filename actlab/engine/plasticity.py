@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from actlab.config import PlasticityConfig
-from actlab.engine.state import STREAM_PLASTICITY, TrainState, step_key
+from actlab.engine.state import MEMBER_AXIS, STREAM_PLASTICITY, TrainState, step_key
 from actlab.models import Model
 from actlab.models.base import PyTree, Role
 
@@ -171,6 +171,18 @@ def dormant_units(h: Any, lay: Layout, tau: float) -> list[jax.Array]:
     return out
 
 
+def any_member(pred: jax.Array) -> jax.Array:
+    """Whether `pred` holds for any member of the vmapped member axis (itself outside one).
+
+    A condition shared by the members keeps lax.cond a branch under vmap (a batched one
+    becomes a select, which runs both sides for every member at every step).
+    """
+    try:
+        return jax.lax.psum(pred.astype(jnp.int32), MEMBER_AXIS) > 0
+    except NameError:  # not under the member vmap (one member, or lax.map over members)
+        return pred
+
+
 @dataclasses.dataclass(frozen=True)
 class Intervention:
     """One member's intervention (`plasticity.method`), bound to its model and task length."""
@@ -289,7 +301,8 @@ class Intervention:
             ages.append(jnp.where(ok, jnp.where(r, 0, age), plastic["age"][l]))
         new = new.replace(extra={**new.extra, "plastic": {"util": utils, "age": ages}})
         fkey = jax.random.fold_in(key, len(lay.units))
-        return jax.lax.cond(jnp.any(jnp.stack([jnp.any(r) for r in replace])),
+        due = any_member(jnp.any(jnp.stack([jnp.any(r) for r in replace])))
+        return jax.lax.cond(due,
                             lambda st: self._replace(st, replace, fkey), lambda st: st, new)
 
 

@@ -16,6 +16,7 @@ import jax
 STREAM_DROPOUT = 1
 STREAM_PROBES = 2
 STREAM_PLASTICITY = 3  # the interventions' draws (actlab.engine.plasticity)
+MEMBER_AXIS = "member"  # the name of the vmapped member axis (collectives over members)
 
 
 @flax.struct.dataclass
