@@ -388,3 +388,22 @@ def test_reduced_study_relu_loses_plasticity_on_permuted_digits_crelu_keeps_it(t
         [layer_mean(r, "erank") for r in first])
     for m in out["crelu"][0]["seeds"]:
         assert m["task_acc_last10"] > 0.8
+
+
+def test_the_report_draws_each_tasks_accuracy_from_the_records(tmp_path):
+    from actlab import analysis
+    from actlab.analysis import report
+    from actlab.analysis.plots import tasks as plots_tasks
+
+    cfg = make_config(**{**SEQ, "task": {**SEQ["task"], "num_tasks": 3, "steps_per_task": 6}})
+    driver.run(cfg, tmp_path)
+    fig = plots_tasks.task_accuracy(analysis.load_run(tmp_path))
+    solid = [ln for ln in fig.axes[0].lines if ln.get_linestyle() == "-" and len(ln.get_xdata())]
+    ends = [r for r in read_records(tmp_path) if r.get("task_end/acc") is not None]
+    want = [np.mean([r["task_end/acc"] for r in ends if r["task_end/task"] == t])
+            for t in range(3)]
+    assert len(solid) == 1
+    np.testing.assert_array_equal(solid[0].get_xdata(), [1, 2, 3])
+    np.testing.assert_allclose(solid[0].get_ydata(), want, rtol=1e-12)
+    html = report.build(tmp_path, replay=False).read_text()
+    assert "task_accuracy.png" in html

@@ -38,6 +38,7 @@ AXES = {
     "lr": ("optimizer", "lr"),
     "init": ("init", "name"),
     "batch_size": ("train", "batch_size"),
+    "plasticity": ("plasticity", "method"),
 }
 _LAYER_KEY = re.compile(r"^(.+)/(\d+)$")
 Paths = str | os.PathLike | Iterable[str | os.PathLike]

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from actlab import activations, analysis
 from actlab.analysis import plots
 from actlab.analysis.plots import probes as plots_probes
+from actlab.analysis.plots import tasks as plots_tasks
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;
@@ -325,6 +326,10 @@ def build(path: str | os.PathLike, replay: bool = True, max_replays: int = 6) ->
         plots.learning_curves(df))
     if summ["target"].notna().any():
         add("Convergence speed", "convergence.png", plots.convergence(summ))
+    if plots_tasks.has_tasks(df):
+        add("Task sequence: accuracy on each task when its training ends (solid) and on the "
+            "first task at that moment (dotted)", "task_accuracy.png",
+            plots_tasks.task_accuracy(df))
     if ((df["metric"] == "hessian/top_eig") & df["layer"].isna()).any():
         add("Sharpness (top Hessian eigenvalue) against the gradient-descent limit 2/lr "
             "(dashed)", "sharpness.png", plots_probes.sharpness(df))
