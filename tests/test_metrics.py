@@ -73,7 +73,8 @@ def numpy_step(name):
     dz0 = (dz1 @ Ws[1].T) * dphi(zs[0])
     grads = [(x.T @ dz0, dz0.sum(0)), (hs[0].T @ dz1, dz1.sum(0))]
     dzs = [dz0, dz1]
-    ref = {"train/loss": loss, "train/acc": np.mean(prob.argmax(1) == Y)}
+    ref = {"train/loss": loss, "train/acc": np.mean(prob.argmax(1) == Y),
+           "logits_rms": np.sqrt(np.mean(logits ** 2))}
     for l in range(2):
         gn = np.sqrt(np.sum(grads[l][0] ** 2) + np.sum(grads[l][1] ** 2))
         wn = np.sqrt(np.sum(Ws[l] ** 2) + np.sum(bs[l] ** 2))

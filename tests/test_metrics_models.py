@@ -546,6 +546,7 @@ def test_selected_metrics_only(name):
     *_, m, only = engine(name)
     train = {"train/loss", "train/rmse", "train/acc"} if case.rating else {"train/loss",
                                                                          "train/acc"}
+    train |= {"logits_rms"}  # always measured, like train/*
     learned = {f"prelu_alpha/{l}" for l, a in enumerate(case.acts) if a == "prelu"}
     assert set(only) == {"grad_norm", "grad_norm/out"} | train | learned
     for k in ("grad_norm", "grad_norm/out", *train, *learned):

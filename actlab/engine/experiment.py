@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -159,7 +160,7 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
     tx = make_optimizer(config.optimizer, config.train.steps,
                         injectable_lr=any(isinstance(a, config_axes.LearningRate)
                                           for a in config.train.vmap),
-                        frozen=is_frozen if frozen else None)
+                        frozen=is_frozen if frozen else None, lr_factors=lr_factors(model, config))
     if config.plasticity.method != "none" and config.model.name not in plasticity.UNIT_MODELS:
         raise models.ModelError(f"plasticity.method={config.plasticity.method} replaces hidden "
                                 f"units of a dense network; it needs model="
@@ -170,6 +171,21 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
                       plastic=plasticity.of(config.plasticity, model,
                                             np.asarray(ds.x_train[:1]), config.task.length,
                                             config.train.steps))
+
+
+def lr_factors(model: models.Model, config: Config
+               ) -> tuple[dict[str, float], Callable[[PyTree], PyTree]] | None:
+    """The width parametrization's factor on each parameter's update (None under sp): the
+    factor of each kind of parameter, and params -> the tree of their kinds."""
+    if model.lr_factor is None:
+        return None
+    factors, kind = model.lr_factor(config.optimizer.name)
+
+    def labels(params: PyTree) -> PyTree:
+        return jax.tree.map(kind, model.labels(params),
+                            is_leaf=lambda r: isinstance(r, models.Role))
+
+    return dict(factors), labels
 
 
 def device_data(exp: Experiment) -> dict[str, jax.Array]:

@@ -41,13 +41,17 @@ def _base(cfg: OptimizerConfig,
 
 
 def make_optimizer(cfg: OptimizerConfig, total_steps: int = 1, injectable_lr: bool = False,
-                   frozen: Callable[[Any], Any] | None = None) -> optax.GradientTransformation:
+                   frozen: Callable[[Any], Any] | None = None,
+                   lr_factors: tuple[dict[str, float], Callable[[Any], Any]] | None = None
+                   ) -> optax.GradientTransformation:
     """Clipping, the optimizer, the schedule; parameters where `frozen(params)` is True
     get no gradient and no update.
 
     With `injectable_lr` the learning rate lives in the optimizer state
     (optax.inject_hyperparams), so members of one program can use different rates;
-    the schedule is a multiplier, so it composes with any rate.
+    the schedule is a multiplier, so it composes with any rate. `lr_factors` = (factor per
+    label, params -> tree of labels): each parameter's update is multiplied by its label's
+    factor (a width parametrization's per-layer learning rates, optax.multi_transform).
     """
 
     def make(learning_rate: optax.ScalarOrSchedule) -> optax.GradientTransformation:
@@ -55,6 +59,10 @@ def make_optimizer(cfg: OptimizerConfig, total_steps: int = 1, injectable_lr: bo
         parts.append(_base(cfg, learning_rate))
         if cfg.schedule == "warmup_cosine":
             parts.append(optax.scale_by_schedule(lr_factor(cfg, total_steps)))
+        if lr_factors is not None:
+            factors, labels = lr_factors
+            parts.append(optax.multi_transform({k: optax.scale(f) for k, f in factors.items()},
+                                               labels))
         if frozen is not None:
             freeze = optax.masked(optax.set_to_zero(), frozen)
             parts = [freeze, *parts, freeze]

@@ -68,6 +68,8 @@ def measure(state: MemberState, out: dict[str, Any], x_fixed: jax.Array, y_fixed
     logits, aux, _ = model.apply(state.params, state.model_state, x_fixed,
                                  capture=bool(acts or signal or rep or hist_bins or drift))
     m.update({f"train/{k}": v for k, v in head.measures(logits, y_fixed).items()})
+    # the output's size (the coordinate check's readout row): RMS over examples and classes
+    m["logits_rms"] = jnp.sqrt(jnp.mean(jnp.square(logits.astype(jnp.float32))))
     if acts:
         c = state.consts
         m.update(metrics.activation_metrics(aux["z"], aux["h"], aux["dphi"], c["sat_lo"],

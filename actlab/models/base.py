@@ -73,6 +73,9 @@ class Model:
     # precision of its float32 matmuls and convolutions (train.matmul_precision); None: JAX's
     # default
     precision: str | None = None
+    # the width parametrization's learning-rate factors (actlab.models.param): optimizer name
+    # -> (factor per kind of parameter, Role -> kind); None: every factor 1 (sp)
+    lr_factor: Callable[[str], tuple[Mapping[str, float], Callable[[Role], str]]] | None = None
 
     @property
     def num_layers(self) -> int:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from actlab.activations import Spec
 from actlab.models import initializers
+from actlab.models import param as param_lib
 from actlab.models.base import (
     GLU_WIDTHS,
     Model,
@@ -68,6 +69,9 @@ class MLP(nn.Module):
     # unrolls them (same numbers); "auto" scans only past UNROLL_MAX_DEPTH layers, where
     # unrolled compile time starts to matter (shallow unrolled stacks run ~5% faster).
     scan_layers: bool | str = "auto"
+    # width parametrization (actlab.models.param): sp | mup | ntk, and muP's reference width
+    parametrization: str = "sp"
+    base_width: int = 64
 
     @property
     def homogeneous(self) -> bool:
@@ -85,6 +89,13 @@ class MLP(nn.Module):
             kinit, sinit = paired(kinit), paired(sinit)
         P = 2 * W if gated else W  # columns of each kernel producing z
         F = 2 * W if is_doubled(self.specs) else W  # width of h: rows of each kernel taking it
+        # the width parametrization: init scale and forward multiplier per kind of kernel
+        pz, m, D = self.parametrization, W / self.base_width, x.shape[-1]
+        mult = {"input": param_lib.multiplier(pz, "input", D, m),
+                "hidden": param_lib.multiplier(pz, "hidden", F, m),
+                "output": param_lib.multiplier(pz, "output", F, m)}
+        kinit = param_lib.scaled(kinit, param_lib.init_scale(pz, "input", D, m))
+        sinit = param_lib.scaled(sinit, param_lib.init_scale(pz, "hidden", F, m))
         k_in = self.param("in_kernel", kinit, (x.shape[-1], P))
         b_in = self.param("in_bias", binit, (P,))
         scan = self.homogeneous and (L > UNROLL_MAX_DEPTH if self.scan_layers == "auto"
@@ -99,8 +110,9 @@ class MLP(nn.Module):
             # stacked kernel takes at this point, so both layouts start from the same numbers
             hidden_key = self.make_rng("params")
             bias_key = self.make_rng("params")  # the stacked bias's turn
-        oinit = initializers.kernel_init("orthogonal" if self.init_name == "orthogonal"
-                                         else "glorot")
+        oinit = param_lib.scaled(
+            initializers.kernel_init("orthogonal" if self.init_name == "orthogonal" else "glorot"),
+            param_lib.init_scale(pz, "output", F, m))
         k_out = self.param("out_kernel", oinit, (F, self.num_classes))
         b_out = self.param("out_bias", nn.initializers.zeros, (self.num_classes,))
 
@@ -139,8 +151,8 @@ class MLP(nn.Module):
                    for l in range(1, L)]
         drop_key = self.make_rng("dropout") if (train and self.dropout > 0) else None
 
-        def layer(sp, l, h, k, b, nrm, e, lp, residual):
-            z = h @ k + b
+        def layer(sp, l, h, k, b, nrm, e, lp, residual, c):
+            z = (h @ k if c == 1.0 else (h @ k) * c) + b  # c: the parametrization's multiplier
             stats = None
             if self.norm == "layer":
                 mu, var = z.mean(-1, keepdims=True), z.var(-1, keepdims=True)
@@ -168,7 +180,7 @@ class MLP(nn.Module):
 
         e0 = None if eps is None else eps[0]
         h, (aux0, st0) = layer(self.specs[0], 0, x, k_in, b_in, norm_at(0), e0, layer_learned[0],
-                               False)
+                               False, mult["input"])
         outs = [(aux0, st0)]
         if L > 1 and scan:
             sp = self.specs[0]
@@ -177,7 +189,7 @@ class MLP(nn.Module):
 
             def body(h, xs):
                 l, k, b, nrm, e, lp = xs
-                return layer(sp, l, h, k, b, nrm, e, lp, self.residual)
+                return layer(sp, l, h, k, b, nrm, e, lp, self.residual, mult["hidden"])
 
             h, rest = jax.lax.scan(body, h, xs)
             stacked = jax.tree.map(lambda a, r: jnp.concatenate([a[None], r]), (aux0, st0), rest)
@@ -185,7 +197,7 @@ class MLP(nn.Module):
             for l in range(1, L):
                 e = None if eps is None else eps[l]
                 h, o = layer(self.specs[l], l, h, k_h[l - 1], b_h[l - 1], norm_at(l), e,
-                             layer_learned[l], self.residual)
+                             layer_learned[l], self.residual, mult["hidden"])
                 outs.append(o)
             stacked = jax.tree.map(lambda *a: jnp.stack(a), *outs)
         aux, stats = stacked
@@ -193,7 +205,8 @@ class MLP(nn.Module):
             mu, var = stats
             ra_mean.value = BN_MOMENTUM * ra_mean.value + (1 - BN_MOMENTUM) * mu
             ra_var.value = BN_MOMENTUM * ra_var.value + (1 - BN_MOMENTUM) * var
-        logits = h @ k_out + b_out
+        out = h @ k_out
+        logits = (out if mult["output"] == 1.0 else out * mult["output"]) + b_out
         if not capture:
             return logits, None
         return logits, aux
@@ -225,8 +238,9 @@ def labels(tree: Mapping[str, jax.Array]) -> dict[str, Role]:
 
 
 def sites(depth=4, width=64, norm="none", dropout=0.0, residual=False, scan_layers="auto",
-           glu_width="match", dyt_alpha0=0.5):
-
+           glu_width="match", dyt_alpha0=0.5, param="sp", base_width=64):
+    choice("param", param, param_lib.PARAMS)
+    positive_int("base_width", base_width)
     if scan_layers not in (True, False, "auto"):
         raise ModelError(f"model.scan_layers must be true, false or auto, got {scan_layers!r}")
     positive_int("width", width)
@@ -265,8 +279,10 @@ def units(width: int, gated: bool, glu_width: str, *, doubled: bool = False, **s
 
 
 def build(*, specs, num_classes, input_shape, init, depth=4, width=64, norm="none", dropout=0.0,
-          residual=False, scan_layers="auto", glu_width="match", dyt_alpha0=0.5):
-    """An MLP with `depth` hidden layers of `width` units (gated or doubled: see `units`)."""
+          residual=False, scan_layers="auto", glu_width="match", dyt_alpha0=0.5, param="sp",
+          base_width=64):
+    """An MLP with `depth` hidden layers of `width` units (gated or doubled: see `units`),
+    under width parametrization `param` with reference width `base_width` (models.param)."""
 
     scheme = initializers.Scheme(*init)
     doubled = is_doubled(tuple(specs))
@@ -276,5 +292,24 @@ def build(*, specs, num_classes, input_shape, init, depth=4, width=64, norm="non
                  init_name=scheme.name, distribution=scheme.distribution, gain=scheme.gain,
                  sigma_w2=scheme.sigma_w2, sigma_b2=scheme.sigma_b2, norm=norm,
                  dyt_alpha0=float(dyt_alpha0), dropout=dropout, residual=bool(residual),
-                 scan_layers=scan_layers)
-    return Model(module=module, specs=tuple(specs), labels=labels)
+                 scan_layers=scan_layers, parametrization=param, base_width=int(base_width))
+    return Model(module=module, specs=tuple(specs), labels=labels,
+                 lr_factor=None if param == "sp" else lr_factors(param, w / base_width))
+
+
+def kind(role: Role) -> str:
+    """The parametrization's kind of an MLP parameter (models.param.KINDS)."""
+    if role.group == "layer":
+        return ("input" if role.layer == 0 and not role.stacked else "hidden") if role.kernel \
+            else "vector"
+    if role.group == "out":
+        return "output" if role.kernel else "fixed"
+    if role.group == "other":  # normalisation scale and bias [depth, W]
+        return "vector"
+    return "fixed"  # activation parameters, DyT's alpha
+
+
+def lr_factors(param: str, m: float):
+    """optimizer name -> (factor per kind on a parameter's update, Role -> kind)."""
+    return lambda optimizer: ({k: param_lib.lr_scale(param, k, optimizer, m)
+                               for k in param_lib.KINDS}, kind)
