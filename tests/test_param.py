@@ -99,3 +99,32 @@ def test_an_unknown_parametrization_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="model.param") as e:
         make_config(model={"param": "mu"})
     assert "\n" not in str(e.value)
+
+
+def logit_change(param, width, steps=3, lr=1e-3):
+    """RMS over probe examples and classes of f_T - f_0 after `steps` Adam steps."""
+    exp, s0 = build(param, "adam", lr, width)
+    x = jnp.asarray(exp.dataset.x_train[:256])
+    y = jnp.asarray(exp.dataset.y_train[:256])
+    loss = step.loss_fn(exp.model, exp.head)
+    s = s0
+    for t in range(steps):
+        s, _ = step.train_step(s, (x[64 * t:64 * (t + 1)], y[64 * t:64 * (t + 1)]), None,
+                               model=exp.model, tx=exp.tx, loss_fn=loss)
+    f0 = exp.model.apply(s0.params, s0.model_state, x)[0]
+    f1 = exp.model.apply(s.params, s.model_state, x)[0]
+    return float(jnp.sqrt(jnp.mean(jnp.square(f1 - f0))))
+
+
+def test_coordinate_check_of_the_output_sp_grows_with_width_mup_does_not():
+    # Adam moves every readout weight by ~lr: under sp the logits change by ~ lr n (slope 1
+    # in log width), under mup the readout's 1/m multiplier cancels the n (slope 0), so the
+    # slopes differ by 1 in the linear regime; at these finite widths part of the sum over
+    # units is incoherent (~ sqrt(n)), which lowers both slopes alike
+    widths = [64, 128, 256, 512]
+    logw = np.log(widths)
+    slope = {p: np.polyfit(logw, np.log([logit_change(p, w) for w in widths]), 1)[0]
+             for p in ("sp", "mup")}
+    assert slope["sp"] > 0.5
+    assert slope["mup"] < 0.1
+    assert 0.75 < slope["sp"] - slope["mup"] < 1.35

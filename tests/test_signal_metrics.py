@@ -81,7 +81,7 @@ def test_cnn_q_c_match_numpy():
 def test_only_the_selected_families_are_computed():
     x = np.random.default_rng(3).standard_normal((8, 3)).astype(np.float32)
     exp, state = member0(make_config(), x)
-    assert set(measured(exp, state, x, ("q",))) == {"q", "train/loss", "train/acc"}
+    assert set(measured(exp, state, x, ("q",))) == {"q", "train/loss", "train/acc", "logits_rms"}
     assert "q" not in measured(exp, state, x, ("act_mean",))
     assert {"q", "c"} <= set(metrics.FAMILIES)
     assert make_config(train={"metrics": "all"}).train.metrics == metrics.FAMILIES

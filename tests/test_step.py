@@ -94,7 +94,8 @@ def test_measure_computes_only_the_selected_families():
     full = step.measure(state, out, x, y, model=exp.model, head=exp.head)
     some = step.measure(state, out, x, y, model=exp.model, head=exp.head,
                         selected=("grad_norm", "dead_frac"))
-    assert set(some) == {"grad_norm", "grad_norm/out", "dead_frac", "train/loss", "train/acc"}
+    assert set(some) == {"grad_norm", "grad_norm/out", "dead_frac", "train/loss", "train/acc",
+                         "logits_rms"}
     for k in some:
         np.testing.assert_allclose(np.asarray(some[k]), np.asarray(full[k]), rtol=1e-6)
     # the selection reaches the traced program: no act_std reduction, no z capture
