@@ -11,12 +11,9 @@ from actlab.config.sections import (  # noqa: F401
     METRICS,
     OBJECTIVES,
     OPTIMIZERS,
-    PLASTICITY,
     SCHEDULES,
     SECTIONS,
     TARGET_KEYS,
-    TASK_KINDS,
-    TASKS,
     WANDB_KEYS,
     WANDB_MODES,
     ActivationConfig,
@@ -26,11 +23,16 @@ from actlab.config.sections import (  # noqa: F401
     LoggerConfig,
     ModelConfig,
     OptimizerConfig,
-    PlasticityConfig,
     ProbesConfig,
     Target,
-    TaskConfig,
     TrainConfig,
     parse_target,
+)
+from actlab.config.tasks import (  # noqa: F401
+    PLASTICITY,
+    TASK_KINDS,
+    TASKS,
+    PlasticityConfig,
+    TaskConfig,
 )
 from actlab.config.validate import ConfigError  # noqa: F401

@@ -91,7 +91,7 @@ class Tasks:
 
     def weights(self, y: jax.Array, tp: Params) -> jax.Array | None:
         """Which examples count in the task's evaluation (class_incremental; None: all)."""
-        if self.continual and self.kind == "class_incremental":
+        if self.by_class:
             return jnp.any(y[:, None] == tp["classes"][None, :], axis=1).astype(jnp.float32)
         return None
 
@@ -99,31 +99,32 @@ class Tasks:
         """A split (or batch) as the task shows it."""
         return self.inputs(x, tp), self.labels(y, tp)
 
+    @property
+    def by_class(self) -> bool:
+        """Whether the task's batches are drawn by class (class_incremental; `draw`), rather
+        than as the run's batches shown through `view`."""
+        return self.continual and self.kind == "class_incremental"
+
     def draw(self, key: jax.Array, d: dict[str, jax.Array], batch_size: int,
              tp: Params) -> tuple[jax.Array, jax.Array]:
-        """A training batch of the task: drawn with replacement (or every example, full batch).
+        """A class_incremental task's batch: a class of the task drawn uniformly, then one of
+        its examples (with replacement)."""
+        k_class, k_example = jax.random.split(key)
+        c = tp["classes"][jax.random.randint(k_class, (batch_size,), 0, tp["classes"].shape[0])]
+        j = jax.random.randint(k_example, (batch_size,), 0, d["class_count"][c])
+        idx = d["class_index"][c, j]
+        return d["x_train"][idx], d["y_train"][idx]
 
-        class_incremental draws a class of the task uniformly, then one of its examples.
-        """
-        x, y = d["x_train"], d["y_train"]
-        if self.continual and self.kind == "class_incremental":
-            k_class, k_example = jax.random.split(key)
-            c = tp["classes"][jax.random.randint(k_class, (batch_size,), 0,
-                                                 tp["classes"].shape[0])]
-            j = jax.random.randint(k_example, (batch_size,), 0, d["class_count"][c])
-            idx = d["class_index"][c, j]
-            return x[idx], y[idx]
-        n = x.shape[0]
-        if batch_size >= n:
-            xb, yb = x, y
-        else:
-            idx = jax.random.randint(key, (batch_size,), 0, n)
-            xb, yb = x[idx], y[idx]
-        return self.view(xb, yb, tp)
+    def starts(self, step: jax.Array) -> jax.Array:
+        """Whether `step` is a task's first step (of the run, for a fixed task)."""
+        if not self.continual:
+            return step == 0
+        n = self.config.steps_per_task
+        return (step % n == 0) & (step // n < self.config.num_tasks)
 
     def arrays(self, ds: Dataset) -> dict[str, np.ndarray]:
         """Device arrays the task's batches need (class_incremental: examples by class)."""
-        if not (self.continual and self.kind == "class_incremental"):
+        if not self.by_class:
             return {}
         y = np.asarray(ds.y_train)
         by_class = [np.flatnonzero(y == c) for c in range(self.num_classes)]

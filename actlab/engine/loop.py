@@ -140,10 +140,11 @@ def make_program(exp: Experiment, per_call: int = 1,
 
     def draw(state: TrainState, d: dict[str, jax.Array],
              tp: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        if tasks.continual:
+        if tasks.by_class:
             batch = tasks.draw(step.step_key(state), d, batch_size, tp)
         else:
-            batch = step.draw_batch(state, d["x_train"], d["y_train"], batch_size)
+            batch = tasks.view(*step.draw_batch(state, d["x_train"], d["y_train"], batch_size),
+                               tp)
         return lay.constrain_batch(batch)
 
     def plain(state: TrainState, d: dict[str, jax.Array], tp: dict[str, jax.Array],
@@ -202,8 +203,7 @@ def make_program(exp: Experiment, per_call: int = 1,
     def drift(new: TrainState, m: dict[str, jax.Array], at: jax.Array) -> TrainState:
         """preact_*_drift: the change since the task's first step, whose values the state
         keeps (set here at that step)."""
-        first = ((at % task_length == 0) & (at // task_length < cfg.task.num_tasks)
-                 if task_length else (at == 0))
+        first = tasks.starts(at)
         cur = {"mean": m["preact_mean"], "std": m["preact_std"]}
         ref = jax.tree.map(lambda c, r: jnp.where(first, c, r), cur, new.extra["ref"])
         m["preact_mean_drift"] = cur["mean"] - ref["mean"]

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 
 from actlab.config import PlasticityConfig
 from actlab.engine.state import MEMBER_AXIS, STREAM_PLASTICITY, TrainState, step_key
+from actlab.measure.representation import as_matrices
 from actlab.models import Model
 from actlab.models.base import PyTree, Role
 
@@ -58,31 +59,30 @@ def _slices(role: Role, x: jax.Array) -> list[tuple[int, jax.Array]]:
     return [(role.layer, x)]
 
 
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """How many units each hidden layer has, and its z and h widths."""
-
-    units: tuple[int, ...]  # U_l
-    z_width: tuple[int, ...]  # P_l: columns of the kernels producing z_l
-    h_width: tuple[int, ...]  # H_l: rows of the kernel consuming h_l
-
-
-def layout(model: Model, params: PyTree) -> Layout:
-    """The hidden layers' unit counts, from the kernels' shapes."""
+def kernels(model: Model, params: PyTree) -> tuple[dict[int, jax.Array], dict[int, jax.Array]]:
+    """Each hidden layer's kernel producing z_l and the kernel consuming h_l (the next
+    layer's, or the output layer's for the last), by layer."""
     L = model.num_layers
-    p: dict[int, int] = {}
-    rows: dict[int, int] = {}
+    producing: dict[int, jax.Array] = {}
+    consuming: dict[int, jax.Array] = {}
     for role, x in zip(jax.tree.leaves(model.labels(params), is_leaf=_is_role),
                        jax.tree.leaves(params), strict=True):
         if role.group == "layer" and role.kernel:
             for l, a in _slices(role, x):
-                p[l] = a.shape[-1]
+                producing[l] = a
                 if l > 0:
-                    rows[l - 1] = a.shape[-2]
+                    consuming[l - 1] = a
         elif role.group == "out" and role.kernel:
-            rows[L - 1] = x.shape[-2]
-    z, h = tuple(p[l] for l in range(L)), tuple(rows[l] for l in range(L))
-    return Layout(tuple(min(a, b) for a, b in zip(z, h, strict=True)), z, h)
+            consuming[L - 1] = x
+    return producing, consuming
+
+
+def units(model: Model, params: PyTree) -> tuple[int, ...]:
+    """Units U_l of each hidden layer: z_l has U_l or 2 U_l columns (gated), h_l U_l or 2 U_l
+    entries (CReLU)."""
+    producing, consuming = kernels(model, params)
+    return tuple(min(producing[l].shape[-1], consuming[l].shape[-2])
+                 for l in range(model.num_layers))
 
 
 def unit_sums(values: jax.Array, units: int) -> jax.Array:
@@ -90,7 +90,7 @@ def unit_sums(values: jax.Array, units: int) -> jax.Array:
     return values.reshape(-1, units).sum(0)
 
 
-def masks(model: Model, params: PyTree, lay: Layout,
+def masks(model: Model, params: PyTree, units: tuple[int, ...],
           replace: list[jax.Array]) -> tuple[PyTree, PyTree]:
     """Trees (like params) of where replaced units' incoming and outgoing weights are.
 
@@ -99,7 +99,7 @@ def masks(model: Model, params: PyTree, lay: Layout,
     L = model.num_layers
 
     def cols(l: int, n: int) -> jax.Array:
-        return replace[l][jnp.arange(n) % lay.units[l]]
+        return replace[l][jnp.arange(n) % units[l]]
 
     def leaf(role: Role, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         no = jnp.zeros(x.shape, bool)
@@ -140,33 +140,22 @@ def reset_moments(opt_state: PyTree, params: PyTree, where: PyTree) -> PyTree:
     return jax.tree.map(fix, opt_state, is_leaf=like_params)
 
 
-def outgoing_abs_sums(model: Model, params: PyTree, lay: Layout) -> list[jax.Array]:
+def outgoing_abs_sums(model: Model, params: PyTree) -> list[jax.Array]:
     """sum_j |w_ij| over each h entry's outgoing weights, per layer ([H_l])."""
-    L = model.num_layers
-    out: dict[int, jax.Array] = {}
-    for role, x in zip(jax.tree.leaves(model.labels(params), is_leaf=_is_role),
-                       jax.tree.leaves(params), strict=True):
-        if role.group == "layer" and role.kernel:
-            for l, a in _slices(role, x):
-                if l > 0:
-                    out[l - 1] = jnp.sum(jnp.abs(a), axis=-1)
-        elif role.group == "out" and role.kernel:
-            out[L - 1] = jnp.sum(jnp.abs(x), axis=-1)
-    return [out[l] for l in range(L)]
+    consuming = kernels(model, params)[1]
+    return [jnp.sum(jnp.abs(consuming[l]), axis=-1) for l in range(model.num_layers)]
 
 
-def mean_abs_h(h: Any, L: int) -> list[jax.Array]:
+def mean_abs_h(h: Any) -> list[jax.Array]:
     """E|h| per entry of each layer's output over the batch ([H_l] each)."""
-    layers = list(h) if isinstance(h, (list, tuple)) else [h[l] for l in range(L)]
-    return [jnp.mean(jnp.abs(a.reshape(-1, a.shape[-1]).astype(jnp.float32)), 0)
-            for a in layers]
+    return [jnp.mean(jnp.abs(a.astype(jnp.float32)), 0) for a in as_matrices(h)]
 
 
-def dormant_units(h: Any, lay: Layout, tau: float) -> list[jax.Array]:
+def dormant_units(h: Any, units: tuple[int, ...], tau: float) -> list[jax.Array]:
     """ReDo's dormant units of each layer: s_i <= tau with s_i = a_i / mean_k a_k."""
     out = []
-    for l, a in enumerate(mean_abs_h(h, len(lay.units))):
-        a_u = unit_sums(a, lay.units[l])
+    for a, u in zip(mean_abs_h(h), units, strict=True):
+        a_u = unit_sums(a, u)
         out.append(a_u <= tau * jnp.mean(a_u))
     return out
 
@@ -214,9 +203,9 @@ class Intervention:
         if self.method == "l2_init":
             return {"theta0": params}
         if self.method == "cbp":
-            lay = layout(self.model, params)
-            return {"util": [jnp.zeros((u,), jnp.float32) for u in lay.units],
-                    "age": [jnp.zeros((u,), jnp.int32) for u in lay.units]}
+            us = units(self.model, params)
+            return {"util": [jnp.zeros((u,), jnp.float32) for u in us],
+                    "age": [jnp.zeros((u,), jnp.int32) for u in us]}
         return {}
 
     def due(self, step: jax.Array) -> jax.Array:
@@ -225,13 +214,16 @@ class Intervention:
         period = self.config.every or self.task_length
         return (step > 0) & (step % max(period, 1) == 0) & (step < self.steps)
 
+    def _weights(self, params: PyTree) -> PyTree:
+        """Where the kernels and biases are (shrink_perturb and l2_init act on them only)."""
+        return self.model.mask(params, lambda r: r.group in ("layer", "out"))
+
     def fresh(self, key: jax.Array) -> PyTree:
         return self.model.init(key, self.x0)[0]
 
     def _replace(self, state: TrainState, replace: list[jax.Array],
                  key: jax.Array) -> TrainState:
-        lay = layout(self.model, state.params)
-        ins, outs = masks(self.model, state.params, lay, replace)
+        ins, outs = masks(self.model, state.params, units(self.model, state.params), replace)
         fresh = self.fresh(key)
         params = jax.tree.map(lambda p, f, i, o: jnp.where(o, 0.0, jnp.where(i, f, p)).astype(
             p.dtype), state.params, fresh, ins, outs)
@@ -249,28 +241,25 @@ class Intervention:
             if self.method == "shrink_perturb":
                 return self._shrink_perturb(st, key)
             _, aux, _ = self.model.apply(st.params, st.model_state, batch_x, capture=True)
-            lay = layout(self.model, st.params)
-            return self._replace(st, dormant_units(aux["h"], lay, self.config.tau), key)
+            dormant = dormant_units(aux["h"], units(self.model, st.params), self.config.tau)
+            return self._replace(st, dormant, key)
 
         return jax.lax.cond(self.due(step), run, lambda st: st, state)
 
     def _shrink_perturb(self, state: TrainState, key: jax.Array) -> TrainState:
         c = self.config
-        fresh = self.fresh(key)
-        weights = self.model.mask(state.params, lambda r: r.group in ("layer", "out"))
         params = jax.tree.map(lambda p, f, w: jnp.where(w, c.shrink * p + c.perturb * f, p),
-                              state.params, fresh, weights)
+                              state.params, self.fresh(key), self._weights(state.params))
         return state.replace(params=params)
 
     def grads(self, state: TrainState, grads: PyTree) -> PyTree:
         """The gradient the optimizer gets (l2_init adds 2 l2 (theta - theta_0))."""
         if self.method != "l2_init":
             return grads
-        weights = self.model.mask(state.params, lambda r: r.group in ("layer", "out"))
         theta0 = state.extra["plastic"]["theta0"]
         return jax.tree.map(lambda g, p, p0, w: jnp.where(w, g + 2 * self.config.l2 * (p - p0),
                                                           g),
-                            grads, state.params, theta0, weights)
+                            grads, state.params, theta0, self._weights(state.params))
 
     def after(self, new: TrainState, h: Any, ok: jax.Array) -> TrainState:
         """Continual backpropagation's utility, ages and replacements after an update
@@ -278,13 +267,13 @@ class Intervention:
         if self.method != "cbp":
             return new
         c = self.config
-        lay = layout(self.model, new.params)
+        us = units(self.model, new.params)
         plastic = new.extra["plastic"]
-        key = jax.random.fold_in(jax.random.fold_in(new.key, new.step), STREAM_PLASTICITY)
-        a = mean_abs_h(h, len(lay.units))
-        w = outgoing_abs_sums(self.model, new.params, lay)
+        key = jax.random.fold_in(step_key(new), STREAM_PLASTICITY)
+        a = mean_abs_h(h)
+        w = outgoing_abs_sums(self.model, new.params)
         utils, ages, replace = [], [], []
-        for l, u in enumerate(lay.units):
+        for l, u in enumerate(us):
             util = c.decay_rate * plastic["util"][l] + (1 - c.decay_rate) * unit_sums(
                 a[l] * w[l], u)
             age = plastic["age"][l] + 1
@@ -300,7 +289,7 @@ class Intervention:
             utils.append(jnp.where(ok, jnp.where(r, 0.0, util), plastic["util"][l]))
             ages.append(jnp.where(ok, jnp.where(r, 0, age), plastic["age"][l]))
         new = new.replace(extra={**new.extra, "plastic": {"util": utils, "age": ages}})
-        fkey = jax.random.fold_in(key, len(lay.units))
+        fkey = jax.random.fold_in(key, len(us))
         due = any_member(jnp.any(jnp.stack([jnp.any(r) for r in replace])))
         return jax.lax.cond(due,
                             lambda st: self._replace(st, replace, fkey), lambda st: st, new)

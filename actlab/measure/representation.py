@@ -31,7 +31,7 @@ from actlab.measure.metrics import REPRESENTATION_METRICS, Layers
 SRANK_DELTA = 0.01
 
 
-def _as_matrices(h: Layers) -> list[jax.Array]:
+def as_matrices(h: Layers) -> list[jax.Array]:
     """Each layer's output as [examples, units] (positions of a conv layer are examples)."""
     if isinstance(h, (list, tuple)):
         return [a.reshape(-1, a.shape[-1]) for a in h]
@@ -58,14 +58,14 @@ def ranks(h_PxU: jax.Array, delta: float = SRANK_DELTA) -> tuple[jax.Array, jax.
 
 def preact_moments(z: Layers) -> tuple[jax.Array, jax.Array]:
     """Mean and std of each layer's pre-activations over examples and units ([L] each)."""
-    mats = [a.astype(jnp.float32) for a in _as_matrices(z)]
+    mats = [a.astype(jnp.float32) for a in as_matrices(z)]
     return (jnp.stack([jnp.mean(a) for a in mats]), jnp.stack([jnp.std(a) for a in mats]))
 
 
 def representation_metrics(h: Layers, selected: Collection[str] = REPRESENTATION_METRICS,
                            tau: float = 0.025) -> dict[str, jax.Array]:
     """dormant_frac, erank, srank per layer ([L] each), the selected ones."""
-    mats = _as_matrices(h)
+    mats = as_matrices(h)
     out: dict[str, jax.Array] = {}
     if "dormant_frac" in selected:
         out["dormant_frac"] = jnp.stack([dormant_frac(m, tau) for m in mats])

@@ -225,22 +225,25 @@ def new_aux() -> dict[str, list]:
     return {}
 
 
+def _one_kind(specs: tuple[Spec, ...], kind: str, message: str) -> bool:
+    """Whether every layer's unit has the property `kind` (gated, doubled): all or none."""
+    kinds = {getattr(sp, kind) for sp in specs}
+    if len(kinds) > 1:
+        raise ModelError(message)
+    return kinds.pop()
+
+
 def is_gated(specs: tuple[Spec, ...]) -> bool:
     """Whether the layers use a gated unit (GLU family); every layer or none."""
-    kinds = {sp.gated for sp in specs}
-    if len(kinds) > 1:
-        raise ModelError("model.activations mixes gated units (GLU family) and elementwise "
-                         "activations; use one kind in all layers")
-    return kinds.pop()
+    return _one_kind(specs, "gated", "model.activations mixes gated units (GLU family) and "
+                     "elementwise activations; use one kind in all layers")
 
 
 def is_doubled(specs: tuple[Spec, ...]) -> bool:
     """Whether the layers use a doubled unit (crelu: phi on [z, -z]); every layer or none."""
-    kinds = {sp.doubled for sp in specs}
-    if len(kinds) > 1:
-        raise ModelError("model.activations mixes doubled units (crelu), whose layers are twice "
-                         "as wide, and other activations; use one kind in all layers")
-    return kinds.pop()
+    return _one_kind(specs, "doubled", "model.activations mixes doubled units (crelu), whose "
+                     "layers are twice as wide, and other activations; use one kind in all "
+                     "layers")
 
 
 def paired(init: Callable) -> Callable:
