@@ -22,6 +22,7 @@ from experiments.plasticity import summarise as plasticity
 from experiments.playground import summarise as playground
 from experiments.recommender import summarise as recommender
 from experiments.vanishing_gradients import summarise as vanishing_gradients
+from experiments.width_transfer import summarise as width_transfer
 
 SUMMARIES: dict[str, Summary] = {
     "activation_zoo": activation_zoo.summarise,
@@ -38,6 +39,7 @@ SUMMARIES: dict[str, Summary] = {
     "playground": playground.summarise,
     "recommender": recommender.summarise,
     "vanishing_gradients": vanishing_gradients.summarise,
+    "width_transfer": width_transfer.summarise,
 }
 
 

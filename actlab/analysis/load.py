@@ -30,6 +30,8 @@ AXES = {
     "activation": ("activation", "name"),
     "depth": ("model", "depth"),
     "width": ("model", "width"),
+    "dim": ("model", "dim"),
+    "param": ("model", "param"),
     "model": ("model", "name"),
     "norm": ("model", "norm"),
     "head": ("model", "head"),

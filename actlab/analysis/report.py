@@ -22,6 +22,7 @@ from actlab import activations, analysis
 from actlab.analysis import plots
 from actlab.analysis.plots import probes as plots_probes
 from actlab.analysis.plots import tasks as plots_tasks
+from actlab.analysis.plots import width as plots_width
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;
@@ -330,6 +331,11 @@ def build(path: str | os.PathLike, replay: bool = True, max_replays: int = 6) ->
         add("Task sequence: accuracy on each task when its training ends (solid) and on the "
             "first task at that moment (dotted)", "task_accuracy.png",
             plots_tasks.task_accuracy(df))
+    tables = []
+    for title, name, fig, frame in plots_width.report_items(df, summ):
+        add(title, name, fig)
+        frame.to_csv(out / name.replace(".png", ".csv"), index=False)
+        tables.append((title.partition(":")[0], frame))
     if ((df["metric"] == "hessian/top_eig") & df["layer"].isna()).any():
         add("Sharpness (top Hessian eigenvalue) against the gradient-descent limit 2/lr "
             "(dashed)", "sharpness.png", plots_probes.sharpness(df))
@@ -363,6 +369,9 @@ def build(path: str | os.PathLike, replay: bool = True, max_replays: int = 6) ->
     body = [f"<h1>actlab report</h1><p class=note>{html.escape(str(path))}: "
             f"{summ['run'].nunique()} runs, {len(summ)} members</p>",
             "<h2>Comparison</h2>", table.to_html(index=False, float_format=fmt, na_rep="-")]
+    for title, frame in tables:  # the width section's numbers (also as CSV beside the PNGs)
+        body += [f"<h2>{html.escape(title)}</h2>",
+                 frame.to_html(index=False, float_format=fmt, na_rep="-")]
     for title, name in figs:
         if not name:
             body.append(f"<p class=note>{html.escape(title)}</p>")

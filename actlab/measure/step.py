@@ -77,6 +77,9 @@ def measure(state: MemberState, out: dict[str, Any], x_fixed: jax.Array, y_fixed
                                             gate=aux.get("gate"), flow=aux.get("flow")))
     if signal:
         m.update(metrics.signal_metrics(aux["z"], signal))
+    if "q" in signal and "attn_logits" in aux:  # attention: the coordinate check's logit row
+        m["attn_logits_rms"] = jnp.stack([jnp.sqrt(jnp.mean(jnp.square(a)))
+                                          for a in aux["attn_logits"]])
     if rep:
         m.update(representation.representation_metrics(aux["h"], rep, dormant_tau))
     if drift:  # the drift itself needs the task's first value: the program adds it

@@ -293,8 +293,8 @@ def build(*, specs, num_classes, input_shape, init, depth=4, width=64, norm="non
                  sigma_w2=scheme.sigma_w2, sigma_b2=scheme.sigma_b2, norm=norm,
                  dyt_alpha0=float(dyt_alpha0), dropout=dropout, residual=bool(residual),
                  scan_layers=scan_layers, parametrization=param, base_width=int(base_width))
-    return Model(module=module, specs=tuple(specs), labels=labels,
-                 lr_factor=None if param == "sp" else lr_factors(param, w / base_width))
+    lr_factor = None if param == "sp" else param_lib.lr_factors(param, w / base_width, kind)
+    return Model(module=module, specs=tuple(specs), labels=labels, lr_factor=lr_factor)
 
 
 def kind(role: Role) -> str:
@@ -308,8 +308,3 @@ def kind(role: Role) -> str:
         return "vector"
     return "fixed"  # activation parameters, DyT's alpha
 
-
-def lr_factors(param: str, m: float):
-    """optimizer name -> (factor per kind on a parameter's update, Role -> kind)."""
-    return lambda optimizer: ({k: param_lib.lr_scale(param, k, optimizer, m)
-                               for k in param_lib.KINDS}, kind)

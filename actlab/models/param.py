@@ -91,3 +91,9 @@ def scaled(init: Callable, factor: float) -> Callable:
         return init(key, shape, dtype) * factor if dtype is not None else init(key, shape) * factor
 
     return draw
+
+
+def lr_factors(param: str, m: float, kind: Callable[[Any], str]) -> Callable:
+    """A model's Model.lr_factor: optimizer name -> (factor on the update of each kind of
+    parameter, `kind`: the model's Role -> kind)."""
+    return lambda optimizer: ({k: lr_scale(param, k, optimizer, m) for k in KINDS}, kind)
