@@ -279,11 +279,12 @@ def test_transformer_mup_at_its_base_width_is_sp_bitwise(tmp_path):
 
 
 @pytest.mark.slow  # eight small jobs and a report: run after the suite (-m slow)
-def test_reduced_width_transfer_study(tmp_path):
+def test_reduced_width_transfer_study(tmp_path, monkeypatch):
     # experiments/width_transfer at widths 64 and 256, relu, a 4-value grid and 40 steps; its
-    # coordinate check for 3 steps
-    from test_studies import study
+    # coordinate check for 3 steps. experiments/ is a package of the repository, not of actlab
+    from test_studies import ROOT, study
 
+    monkeypatch.syspath_prepend(str(ROOT))
     from experiments.width_transfer import summarise as study_summary
 
     lrs = [2 ** -10, 2 ** -8, 2 ** -6, 2 ** -4]

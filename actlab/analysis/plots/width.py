@@ -204,15 +204,19 @@ def lr_transfer(summ: pd.DataFrame, loss: str = "final_train_loss") -> Figure:
                 ax.plot(best["best_lr"].iat[0], best["best_loss"].iat[0], "*", ms=10,
                         color=color, mec="k", mew=0.5)
         ax.set_xscale("log")
-        if len(finite):  # diverged learning rates would stretch the axis: clip at 3x the best
-            lo = float(finite.min())
-            ax.set_ylim(lo - 0.05 * abs(lo), min(float(finite.max()), 3 * lo + 0.1) + 0.05)
+        if len(finite):  # diverged rates would stretch the axis: clip, every optimum in view
+            lo, hi = float(finite.min()), float(finite.max())
+            stars = table.loc[np.logical_and.reduce(
+                [table[c] == v for c, v in zip(GROUP, key, strict=True)]), "best_loss"]
+            top = max(3 * lo + 0.1, 1.25 * float(np.nanmax(stars, initial=lo)))
+            ax.set_ylim(lo - 0.05 * abs(lo), min(hi, top) + 0.05)
         ax.set_title(f"{key[1]} {key[2]} ({key[0]})", fontsize=9)
         ax.set_xlabel("learning rate")
         ax.set_ylabel(loss.replace("_", " "))
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(keys):]:
         ax.set_visible(False)
+    fig.tight_layout()
     return fig
 
 
