@@ -3,6 +3,7 @@
 actlab-train          Hydra app: compose configs/, validate, train, print the run dir.
 actlab-activations    table of the registry (and a grid of phi, phi' with --plot).
 actlab-report         figures and report.html for a run or sweep directory.
+actlab-sample         a trained causal model's continuation of a prompt (actlab.cli.sample).
 """
 
 

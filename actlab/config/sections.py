@@ -48,8 +48,9 @@ DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 # --------------------------------------------------------------------------- #
 # Parsers of the fields that need more than a range
 
+# eval/bpb and eval/ppl (next-token sets: bits per token and perplexity) are lower-is-better
 TARGET_KEYS = ("train/loss", "train/acc", "eval/loss", "eval/acc", "task_end/acc",
-               "task_end/loss")
+               "task_end/loss", "train/bpb", "eval/bpb", "train/ppl", "eval/ppl")
 _TARGET_RE = re.compile(r"^\s*([a-z_]+/[a-z]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 
 
@@ -134,7 +135,7 @@ def _wandb(key: str, v: Any) -> dict[str, Any]:
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "warmup_cosine")
 OBJECTIVES = ("final_eval_acc", "best_eval_acc", "final_eval_loss", "final_train_loss",
-              "task_acc_last10",
+              "task_acc_last10", "final_eval_bpb", "best_eval_bpb",
               "steps_to_target", "time_to_target", "loss_auc")
 HEADS = ("softmax", "one_vs_all")
 LOSSES = ("cross_entropy", "mse")

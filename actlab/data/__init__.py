@@ -1,7 +1,8 @@
 """Datasets: one registry of loaders, one in-memory form for all of them (`Dataset`).
 
-The offline sets are in actlab.data.synthetic, the tensorflow-datasets ones in
-actlab.data.tfds; the table below joins them, and `register` adds a user's loader.
+The offline sets are in actlab.data.synthetic, the bundled text in actlab.data.text, the
+tensorflow-datasets ones in actlab.data.tfds; the table below joins them, and `register`
+adds a user's loader.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from actlab.config.validate import reject_unknown
-from actlab.data import synthetic, tfds
+from actlab.config.validate import choice, reject_unknown
+from actlab.data import synthetic, text, tfds
 from actlab.data.base import (  # noqa: F401  (public names of the data layer)
     DataError,
     Dataset,
@@ -23,7 +24,7 @@ from actlab.data.base import (  # noqa: F401  (public names of the data layer)
 from actlab.registry import Registry
 
 _LOADERS: Registry[Callable[..., Dataset]] = Registry.union(
-    "dataset", synthetic.LOADERS, tfds.LOADERS, error=DataError)
+    "dataset", synthetic.LOADERS, text.LOADERS, tfds.LOADERS, error=DataError)
 
 
 def register(name: str) -> Callable:
@@ -55,6 +56,13 @@ def check(name: str, params: Mapping[str, Any]) -> None:
         n = params.get("num_points", accepted["num_points"])
         if isinstance(n, bool) or not isinstance(n, int) or n < 4:
             raise DataError(f"dataset.num_points must be an integer >= 4, got {n!r}")
+    if "context" in accepted:
+        t = params.get("context", accepted["context"])
+        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+            raise DataError(f"dataset.context must be an integer >= 1, got {t!r}")
+    if "tokens" in accepted:
+        choice("dataset.tokens", params.get("tokens", accepted["tokens"]), text.TOKENS,
+               error=DataError)
     if "noise" in accepted:
         noise = params.get("noise", accepted["noise"])
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:

@@ -1,6 +1,8 @@
 """The one in-memory form of every dataset, and the standardisation all loaders share.
 
-A Dataset holds standardised float32 inputs and int32 labels for a train and a test split.
+A Dataset holds standardised float32 inputs and int32 labels for a train and a test split;
+a next-token set (task "next_token", actlab.data.text) holds int32 token windows instead,
+x and y [N, T], consecutive pieces of one token stream with y one token on.
 """
 
 from __future__ import annotations
@@ -19,17 +21,25 @@ class DataError(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Train/test arrays plus what models need to know about them."""
+    """Train/test arrays plus what models need to know about them.
+
+    Task "next_token": x_train[i] and y_train[i] are tokens i T .. (i + 1) T - 1 of the
+    training stream and the tokens one on (int32 [N, T]; the windows continue each other,
+    so batches can be drawn at any offset of the stream: actlab.engine.step.draw_batch);
+    num_classes is the vocabulary and meta["tokenizer"] turns text into tokens and back.
+    """
 
     name: str
     x_train: np.ndarray  # float32 [N, *input_shape], standardised with train statistics
-    y_train: np.ndarray  # int32 [N] class labels (float32 ratings in [0, 1] for task 'rating')
+    # int32 [N] class labels (float32 ratings in [0, 1] for task 'rating'; int32 [N, T] next
+    # tokens for task 'next_token')
+    y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
     mean: np.ndarray  # statistics used to standardise (to plot raw inputs)
     std: np.ndarray
-    task: str = "classification"  # or "rating"
+    task: str = "classification"  # or "rating", "next_token"
     meta: dict = dataclasses.field(default_factory=dict)  # e.g. num_users, num_items, scale
 
     @property

@@ -1,13 +1,15 @@
 """tensorflow-datasets loaders, without TensorFlow (tfds.data_source over array_record).
 
 Nothing is downloaded at training time: a dataset that is not prepared in
-`data_dir` gives a one-line error naming the command that prepares it.
+`data_dir` gives a one-line error naming the command that prepares it. Images are
+standardised; text sets (`tiny_shakespeare`) become next-token windows (actlab.data.text).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from actlab.data import text
 from actlab.data.base import DataError, Dataset, standardise
 from actlab.registry import Registry
 
@@ -15,6 +17,8 @@ LOADERS: Registry = Registry("dataset", error=DataError)
 register = LOADERS.register
 
 IMAGE_SETS = ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn_cropped")
+# text sets: name -> (training split, held-out split), each split's examples joined by a newline
+TEXT_SETS = {"tiny_shakespeare": ("train", "validation")}
 
 
 def _source(name: str, split: str, data_dir: str | None):
@@ -54,6 +58,27 @@ def _image_loader(name: str):
 
 for _name in IMAGE_SETS:
     register(_name)(_image_loader(_name))
+
+
+def _text(src) -> str:
+    """The examples' `text` features of a split joined by newlines (bytes read as UTF-8)."""
+    parts = (src[i]["text"] for i in range(len(src)))
+    return "\n".join(t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in parts)
+
+
+def _text_loader(name: str, splits: tuple[str, str]):
+    def load_fn(data_dir: str | None = None, tokens: str = "bytes",
+                context: int = 64) -> Dataset:
+        train, held_out = (_text(_source(name, split, data_dir)) for split in splits)
+        return text.from_texts(name, train, held_out, tokens, context)
+
+    load_fn.__doc__ = (f"tfds '{name}' text as next-token windows: its {splits[0]} split "
+                       f"trains, its {splits[1]} split is held out.")
+    return load_fn
+
+
+for _name, _splits in TEXT_SETS.items():
+    register(_name)(_text_loader(_name, _splits))
 
 
 @register("movielens")

@@ -41,10 +41,21 @@ from actlab.models.base import PyTree
 
 def draw_batch(state: TrainState, x: jax.Array, y: jax.Array,
                batch_size: int) -> tuple[jax.Array, jax.Array]:
-    """The step's batch: drawn with replacement, or every example in order (full batch)."""
+    """The step's batch: drawn with replacement, or every example in order (full batch).
+
+    Targets per position (y [N, T], a next-token set) mark token windows that continue
+    each other (actlab.data.base.Dataset): a batch is `batch_size` windows starting at
+    offsets drawn uniformly from every position of the stream where a whole window fits,
+    its targets the same positions of y.
+    """
     n = x.shape[0]
     if batch_size >= n:
         return x, y
+    if y.ndim == 2:
+        t = x.shape[1]
+        start = jax.random.randint(step_key(state), (batch_size, 1), 0, n * t - t + 1)
+        idx = start + jnp.arange(t)
+        return x.reshape(-1)[idx], y.reshape(-1)[idx]
     idx = jax.random.randint(step_key(state), (batch_size,), 0, n)
     return x[idx], y[idx]
 

@@ -9,12 +9,17 @@ One place, used by training, evaluation, the probes and replay:
   Cohen et al. (2021), whose edge-of-stability experiments use it; accuracy is the
   argmax's and the probabilities are the softmax of the outputs;
 - rating (the recommender's task): one sigmoid unit against ratings scaled to [0, 1],
-  mean squared error; RMSE reported in the dataset's units (`scale`).
+  mean squared error; RMSE reported in the dataset's units (`scale`);
+- next_token (text, a causal model's logits [B, T, V] against the next tokens [B, T]):
+  softmax cross-entropy in nats, the mean over every position of every window; `acc` is
+  next-token accuracy, `bpb` = loss / ln 2 the bits per token (bits per byte for byte
+  tokens, bits per character for character tokens) and `ppl` = exp(loss) the perplexity.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -23,7 +28,9 @@ import jax.numpy as jnp
 import optax
 
 from actlab.config import HEADS  # noqa: F401  (the names live in config)
+from actlab.data.text import TASK as NEXT_TOKEN
 from actlab.measure import metrics
+from actlab.models import CAUSAL_MODELS, ModelError
 
 if TYPE_CHECKING:
     from actlab.config import Config
@@ -57,6 +64,15 @@ def _classifier(loss: Callable, probs: Callable) -> Head:
     return Head(loss, measures, probs)
 
 
+def _next_token() -> Head:
+    def measures(logits: jax.Array, y: jax.Array) -> dict[str, jax.Array]:
+        loss = _softmax_loss(logits, y)
+        return {"loss": loss, "acc": metrics.accuracy(logits, y), "bpb": loss / math.log(2.0),
+                "ppl": jnp.exp(loss)}
+
+    return Head(_softmax_loss, measures, lambda logits: jax.nn.softmax(logits, -1))
+
+
 def _softmax_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
@@ -81,6 +97,11 @@ def head(name: str, task: str = "classification", scale: float = 1.0,
     """
     if task == "rating":
         return _rating(scale)
+    if task == NEXT_TOKEN:
+        if name != "softmax" or loss != "cross_entropy":
+            raise ModelError(f"next-token prediction trains the softmax cross-entropy; "
+                             f"model.head={name} model.loss={loss} do not apply to text")
+        return _next_token()
     if loss == "mse":
         return _classifier(_mse_loss, lambda logits: jax.nn.softmax(logits, -1))
     if name == "one_vs_all":
@@ -89,6 +110,16 @@ def head(name: str, task: str = "classification", scale: float = 1.0,
 
 
 def of_config(config: Config, dataset: Dataset) -> Head:
-    """The head of a configuration (model.head, model.loss) for a dataset."""
+    """The head of a configuration (model.head, model.loss) for a dataset.
+
+    Text (next-token windows) needs a causal model, and a causal model needs text.
+    """
+    causal = config.model.name in CAUSAL_MODELS
+    if (dataset.task == NEXT_TOKEN) != causal:
+        raise ModelError(
+            f"dataset '{dataset.name}' holds token windows for next-token prediction; use "
+            f"model={' or model='.join(CAUSAL_MODELS)}" if not causal else
+            f"model={config.model.name} is a causal language model; it needs a text dataset "
+            f"(dataset=text or dataset=tiny_shakespeare), not '{dataset.name}'")
     return head(config.model.head, dataset.task, dataset.meta.get("scale", 1.0),
                 config.model.loss)

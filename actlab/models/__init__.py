@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from actlab.activations import Spec
 from actlab.config import validate
-from actlab.models import cnn, mlp, recommender, resnet, transformer
+from actlab.models import cnn, gpt, mlp, recommender, resnet, transformer
 from actlab.models.base import (  # noqa: F401  (the protocol's public names)
     DOUBLED_MODELS,
     GATED_MODELS,
@@ -38,6 +38,8 @@ from actlab.models.base import (  # noqa: F401  (the protocol's public names)
 from actlab.models.initializers import Scheme
 from actlab.registry import Registry
 
+CAUSAL_MODELS = ("gpt",)  # causal language models: logits [B, T, vocab] for text datasets
+
 
 class Builder(NamedTuple):
     """A model: `build(*, specs, num_classes, input_shape, init, **params)` and its number
@@ -53,6 +55,7 @@ _BUILDERS: Registry[Builder] = Registry("model", {
     "transformer": Builder(transformer.build, transformer.sites),
     "resnet": Builder(resnet.build, resnet.sites),
     "recommender": Builder(recommender.build, recommender.sites),
+    "gpt": Builder(gpt.build, gpt.sites),
 }, error=ModelError)
 
 

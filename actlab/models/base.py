@@ -265,7 +265,7 @@ def matched_units(count: Callable[[int], int], target: int, hi: int) -> int:
 
 
 GLU_WIDTHS = ("match", "same")
-GATED_MODELS = ("mlp", "transformer")  # the models whose layers can be gated units
+GATED_MODELS = ("mlp", "transformer", "gpt")  # the models whose layers can be gated units
 DOUBLED_MODELS = ("mlp", "cnn")  # the models whose layers can be doubled units (crelu)
 
 

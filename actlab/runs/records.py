@@ -24,7 +24,8 @@ from actlab.files import DENSITY_FILE, atomic_write, clean, read_metrics  # noqa
 
 PER_MEMBER_SUMMARY = ("final_train_loss", "final_eval_loss", "final_eval_acc", "best_eval_acc",
                       "steps_to_target", "time_to_target", "time_to_target_excl_compile",
-                      "loss_auc", "diverged_at", "eos_step", "task_acc_last10", "task_acc_slope")
+                      "loss_auc", "diverged_at", "eos_step", "task_acc_last10", "task_acc_slope",
+                      "final_eval_bpb", "best_eval_bpb")
 INTEGER_KEYS = ("task", "task_end/task")  # record fields that are counts, not measurements
 TASK_LISTS = ("task_acc", "task_first_acc")  # per member, one value per finished task
 
@@ -47,6 +48,9 @@ def bootstrap_ci(values: Iterable[float], level: float = 0.95, n: int = 2000,
 
 class Tracker:
     """Convergence summary of one member, updated record by record.
+
+    final_eval_bpb, best_eval_bpb: the last and the lowest eval/bpb (next-token sets; bits
+    per token, lower is better), None for other datasets.
 
     eos_step: the first logged step at which the sharpness hessian/top_eig reaches 2/lr,
     the stability limit of gradient descent with rate lr (Cohen et al. 2021); lr is the
@@ -90,6 +94,11 @@ class Tracker:
             best = self.s["best_eval_acc"]
             if r["eval/acc"] is not None and (best is None or r["eval/acc"] > best):
                 self.s["best_eval_acc"] = r["eval/acc"]
+        if "eval/bpb" in r:  # next-token sets: bits per token, lower is better
+            self.s["final_eval_bpb"] = r["eval/bpb"]
+            best = self.s["best_eval_bpb"]
+            if r["eval/bpb"] is not None and (best is None or r["eval/bpb"] < best):
+                self.s["best_eval_bpb"] = r["eval/bpb"]
         t = self.target
         if (t and self.s["steps_to_target"] is None and r.get(t.key) is not None
                 and t.met(r[t.key])):
