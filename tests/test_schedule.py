@@ -1,6 +1,9 @@
-"""The log schedule as a pure function, against hand-enumerated step lists."""
+"""The log schedule as a pure function, against hand-enumerated step lists; the plain-step
+loops of compile-time trip counts that one program per run runs every slot's plain steps in."""
 
 from __future__ import annotations
+
+import itertools
 
 import pytest
 
@@ -82,3 +85,72 @@ def test_every_throttles_by_seconds():
         now[0] = t
         fired.append(every())
     assert fired == [True, False, False, True, False, True]
+
+
+def covered(calls, sizes):
+    """Each step the calls apply an update at, in order, as the program runs them: the
+    measured step, then its plain steps loop after loop of `sizes` (cadence.split)."""
+    out = []
+    for c in calls:
+        for s in c.slots:
+            out += [s.step] * s.apply
+            at = s.step + 1
+            for size, on in zip(sizes, schedule.split(s.n_plain, sizes), strict=True):
+                if on:
+                    out += range(at, at + size)
+                    at += size
+    return out
+
+
+@pytest.mark.parametrize(("steps", "log_every", "task_length", "per_call", "ckpt"),
+                         list(itertools.product((1, 20, 23, 60), (1, 5, 7), (0, 10, 12),
+                                                (1, 3, 16), (0, 15))))
+def test_every_step_is_applied_once_and_every_log_step_measured(steps, log_every,
+                                                                task_length, per_call, ckpt):
+    full = schedule.plan(steps, log_every, {"eval": 10}, ckpt, per_call,
+                         task_length=task_length)
+    sizes = schedule.loops(s.n_plain for c in full for s in c.slots)
+    logs = schedule.log_steps(steps, log_every, task_length)
+    for start in {None, *[c.slots[0].step for c in full if c.checkpoint]}:
+        calls = schedule.plan(steps, log_every, {"eval": 10}, ckpt, per_call, start,
+                              task_length=task_length)
+        first = start or 0
+        assert covered(calls, sizes) == list(range(first, steps))  # once each, in order
+        assert measured(calls) == [t for t in logs if t >= first]
+        assert calls[-1].slots[-1].step == steps and not calls[-1].slots[-1].apply
+        assert schedule.program_slots(calls) <= schedule.program_slots(full) <= per_call
+        if task_length:  # a slot's plain steps are all of its task
+            assert all((s.step + s.n_plain) // task_length == s.step // task_length
+                       for c in calls for s in c.slots)
+
+
+def test_a_short_run_is_one_call_of_one_loop():
+    calls = schedule.plan(20, 5, {"eval": 10}, per_call=schedule.auto_per_call(5))
+    assert [[s.n_plain for s in c.slots] for c in calls] == [[4, 4, 4, 4, 0]]
+    assert schedule.loops(s.n_plain for s in calls[0].slots) == (4,)
+    assert schedule.program_slots(calls) == 5
+
+
+@pytest.mark.parametrize(("steps", "log_every", "task_length", "sizes"), [
+    (2000, 50, 0, (49,)),  # the defaults: one loop of log_every - 1
+    (5000, 50, 500, (49,)),  # tasks starting on log steps
+    (2023, 50, 0, (49, 22)),  # the remainder: a loop of its own
+    (60, 1, 0, ()),  # no plain steps at all: no loop
+    (30, 7, 10, (6, 4, 2, 1)),  # tasks off the log grid, counts 6 3 5 2 1: 6 and binary digits
+    (6000, 50, 120, (49, 39, 29, 19, 9)),  # counts fewer than their binary digits: their own
+])
+def test_plain_steps_run_in_few_loops_of_known_trip_counts(steps, log_every, task_length,
+                                                           sizes):
+    calls = schedule.plan(steps, log_every, {"eval": 250}, 0,
+                          schedule.auto_per_call(log_every), task_length=task_length)
+    assert schedule.loops(s.n_plain for c in calls for s in c.slots) == sizes
+    assert covered(calls, sizes) == list(range(steps))
+
+
+def test_split_picks_a_count_s_own_loop_or_its_binary_digits():
+    assert schedule.split(0, (6, 4, 2, 1)) == (False,) * 4
+    assert schedule.split(6, (6, 4, 2, 1)) == (True, False, False, False)
+    assert schedule.split(5, (6, 4, 2, 1)) == (False, True, False, True)
+    assert schedule.split(22, (49, 22)) == (False, True)
+    with pytest.raises(ValueError, match="not made of the loops"):
+        schedule.split(3, (49, 22))

@@ -16,14 +16,23 @@ resume from the middle) can be tested without running anything.
 - A program call runs `per_call` log steps: each a measured step then the plain
   steps up to the next log step. A checkpoint step starts a new call, so the
   state saved is the state before that step's measurement.
+- The compiled program runs a slot's plain steps in loops whose trip counts are
+  compile-time constants (`loops`): the count of most slots, log_every - 1 where
+  log_every divides the run, as one loop; the counts of the others (the remainder of
+  steps not a multiple of log_every, task starts off the log grid) as loops of their own,
+  or as loops of powers of two that add up to them (`split`) where those are fewer. One
+  program serves the whole run, a resumed one included.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +109,42 @@ def plan(steps: int, log_every: int, every: Mapping[str, int], checkpoint_every:
         current.append(Slot(t, 0 if final else ts[j + 1] - t - 1, not final, on))
     calls.append(Call(tuple(current), ckpt))
     return calls
+
+
+def loops(n_plain: Iterable[int]) -> tuple[int, ...]:
+    """The trip counts of the loops a program runs the plain steps of slots with these
+    counts in, each at most once per slot (empty: no slot has plain steps)."""
+    counts = collections.Counter(n for n in n_plain if n)
+    if not counts:
+        return ()
+    main = max(counts, key=lambda n: (counts[n], n))  # the most slots' count
+    rest = sorted(set(counts) - {main}, reverse=True)
+    bits = sorted({1 << b for n in rest for b in range(n.bit_length()) if n >> b & 1},
+                  reverse=True)
+    extra = rest if len(rest) <= len(bits) else bits
+    return (main, *(n for n in extra if n != main))
+
+
+def split(n_plain: int, sizes: tuple[int, ...]) -> tuple[bool, ...]:
+    """Which of the loops of `sizes` (from `loops`) run a slot's `n_plain` plain steps:
+    the one of that count, or those of its binary digits."""
+    if n_plain in sizes:
+        return tuple(i == sizes.index(n_plain) for i in range(len(sizes)))
+    on = tuple((s & (s - 1)) == 0 and (n_plain & s) != 0 for s in sizes)  # powers of 2
+    if sum(s for s, o in zip(sizes, on, strict=True) if o) != n_plain:
+        raise ValueError(f"{n_plain} plain steps are not made of the loops {sizes}")
+    return on
+
+
+def plain_steps(steps: Iterable[int], counts: Iterable[int]) -> np.ndarray:
+    """Every plain step of the slots at `steps` with `counts` plain steps."""
+    return np.concatenate([np.arange(t + 1, t + 1 + n, dtype=np.int64)
+                           for t, n in zip(steps, counts, strict=True)] or [np.zeros(0, int)])
+
+
+def program_slots(calls: list[Call]) -> int:
+    """Slots of the run's program: its longest call (shorter calls are padded)."""
+    return max(len(c.slots) for c in calls)
 
 
 def auto_per_call(log_every: int, steps_per_call: int = 100, most: int = 16) -> int:

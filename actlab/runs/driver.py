@@ -13,6 +13,7 @@ the records of call t-1 while call t runs. The pieces it drives:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -86,10 +87,10 @@ class Recorder:
         self.summary_due = cadence.Every(SUMMARY_INTERVAL)
         self.last_wall = time.perf_counter() - t0
 
-    def __call__(self, call: cadence.Call, m: dict[str, Any], running: bool = True
+    def __call__(self, call: cadence.Call, measured: loop.Measurements, running: bool = True
                  ) -> np.ndarray:
         """Write the records of one call; return the members' diverged_at after it."""
-        m = jax.device_get(m)
+        m = measured.fetch()  # one device-to-host transfer
         # arrays per probe or log step, not scalars: kept out of the records
         arrays = {name: {k: m.pop(k) for k in probes.get(name).arrays if k in m}
                   for name in self.array_files}
@@ -194,15 +195,20 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     lay = devices.layout(tc.shard, len(members), tc.batch_size)
     state, d = devices.place(state, d, lay)
     summary["devices"], summary["mesh"] = lay.devices, lay.shape()
-    k = per_call(config)
     names = loop.measurement_names(exp)
     every = {"eval": tc.eval_every, **{n: p.every for n, p in config.probes.active.items()}}
-    calls = cadence.plan(tc.steps, tc.log_every, every, tc.checkpoint_every, k, start,
-                         task_length=config.task.length)
+    plan = functools.partial(cadence.plan, tc.steps, tc.log_every, every, tc.checkpoint_every,
+                             per_call(config), task_length=config.task.length)
+    fresh = plan()
+    calls = fresh if start is None else plan(start=start)
+    # one program for the run, a resumed one the fresh run's: its slots, its plain loops
+    k = cadence.program_slots(fresh)
+    loops = cadence.loops(s.n_plain for c in fresh for s in c.slots)
     try:
         t_compile = time.perf_counter()
-        call = loop.make_program(exp, k, lay).lower(
-            state, d, loop.plan_arrays(calls[0], k, names)).compile()
+        call = loop.make_program(
+            exp, k, lay, loops=loops, plain_interventions=loop.interventions_in_plain(exp, fresh)
+        ).lower(state, d, loop.plan_arrays(calls[0], k, names)).compile()
         summary["compile_seconds"] = round(time.perf_counter() - t_compile, 3)
         for tr in trackers:
             tr.compile_seconds = summary["compile_seconds"]
