@@ -122,6 +122,7 @@ def logit_change(param, width, steps=3, lr=1e-3):
     return float(jnp.sqrt(jnp.mean(jnp.square(f1 - f0))))
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_coordinate_check_of_the_output_sp_grows_with_width_mup_does_not():
     # Adam moves every readout weight by ~lr: under sp the logits change by ~ lr n (slope 1
     # in log width), under mup the readout's 1/m multiplier cancels the n (slope 0), so the
@@ -314,3 +315,104 @@ def test_reduced_width_transfer_study(tmp_path, monkeypatch):
     slopes = study_summary.slope_rows(analysis.load_sweep(tmp_path / "coord"))
     logit = slopes.set_index("param")["logits"]
     assert logit["sp"] - logit["mup"] > 0.5  # sp's readout grows with width, mup's does not
+
+
+# --------------------------------------------------------------------------- #
+# The causal decoder: width = dim, heads fixed; GPT-2's 0.02 read as the base width's scale
+
+G_DIM, G_BASE, G_HEADS, G_WINDOW = 64, 16, 2, 8
+G_M = G_DIM / G_BASE
+
+
+def build_gpt(param, optimizer="adam", lr=1e-3, dim=G_DIM, tie=True):
+    cfg = make_config(model={"name": "gpt", "depth": 1, "dim": dim, "heads": G_HEADS,
+                             "mlp_ratio": 2, "tie": tie, "param": param,
+                             "base_width": G_BASE},
+                      activation={"name": "gelu"},
+                      dataset={"name": "text", "context": G_WINDOW},
+                      optimizer={"name": optimizer, "lr": lr}, train={"batch_size": 16})
+    exp = experiment.build(cfg)
+    return exp, jax.tree.map(lambda a: a[0], experiment.initial_state(exp, [{"seed": 0}]))
+
+
+@pytest.mark.parametrize("param", ["sp", "mup"])
+def test_gpt_initial_standard_deviations(param):
+    p = build_gpt(param)[1].params
+    hid = 0.02 / np.sqrt(G_M) if param == "mup" else 0.02  # 1/fan_in: var / m
+    want = {("embed", "embedding"): 0.02, ("pos",): 0.02,
+            ("layer0_attn", "query", "kernel"): hid, ("layer0", "kernel"): hid,
+            ("layer0_attn", "out", "kernel"): hid / np.sqrt(2),  # residual: / sqrt(2 depth)
+            ("layer0_fc2", "kernel"): hid / np.sqrt(2)}
+    for path, std in want.items():
+        w = np.asarray(_at(p, path), np.float64)
+        assert np.std(w) == pytest.approx(std, rel=5 / np.sqrt(2 * w.size)), path
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_gpt_mup_divides_the_logits_by_m(tie):
+    # one-token windows: the softmax over a single key is 1 whatever the logit scale, so on
+    # the same parameters mup's logits are sp's divided by m
+    exp, s = build_gpt("mup", tie=tie)
+    sp = exp.model.module.clone(parametrization="sp")
+    x = jnp.asarray(exp.dataset.x_train[:4, :1])
+    got = exp.model.module.apply({"params": s.params}, x)[0]
+    want = np.asarray(sp.apply({"params": s.params}, x)[0], np.float64) / G_M
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-6,
+                               atol=1e-6 * np.abs(want).max())
+
+
+def test_gpt_attention_logits_scale_against_numpy():
+    from actlab.models import gpt
+
+    rng = np.random.default_rng(0)
+    b, t, n, d, scale = 2, 5, 2, 8, 0.5
+    q, k, v = (rng.standard_normal((b, t, n, d)).astype(np.float32) for _ in range(3))
+    s = np.einsum("bqnd,bknd->bnqk", q, k).astype(np.float64) * scale / np.sqrt(d)
+    s = np.where(np.tril(np.ones((t, t), bool)), s, -np.inf)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    want = np.einsum("bnqk,bknd->bqnd", w, v)
+    got = gpt.causal_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), scale)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+# under mup (m = 4) and Adam: the hidden kernels at 1/m, the token table (tied: input and
+# readout), positions, biases and norm scales at 1; under SGD the vector-like ones at m
+G_FACTORS = {
+    "adam": {("layer0_attn", "query", "kernel"): 1 / G_M, ("layer0_attn", "out", "kernel"):
+             1 / G_M, ("layer0", "kernel"): 1 / G_M, ("layer0_fc2", "kernel"): 1 / G_M,
+             ("embed", "embedding"): 1, ("pos",): 1, ("layer0", "bias"): 1,
+             ("layer0_ln2", "scale"): 1},
+    "sgd": {("layer0", "kernel"): 1, ("embed", "embedding"): G_M, ("pos",): G_M,
+            ("final_ln", "scale"): G_M},
+}
+
+
+@pytest.mark.parametrize("optimizer", sorted(G_FACTORS))
+def test_gpt_per_layer_learning_rates(optimizer):
+    lr = 0.1 if optimizer == "sgd" else 1e-3
+    exp, s = build_gpt("mup", optimizer, lr)
+    x, y = jnp.asarray(exp.dataset.x_train[:16]), jnp.asarray(exp.dataset.y_train[:16])
+    loss = step.loss_fn(exp.model, exp.head)
+    new, out = step.train_step(s, (x, y), None, model=exp.model, tx=exp.tx, loss_fn=loss)
+    for path, f in G_FACTORS[optimizer].items():
+        g = np.asarray(_at(out["grads"], path), np.float64)
+        base = g if optimizer == "sgd" else g / (np.abs(g) + 1e-8)
+        moved = np.asarray(_at(new.params, path), np.float64) - np.asarray(_at(s.params, path))
+        np.testing.assert_allclose(moved, -lr * f * base, rtol=2e-3, atol=1e-7, err_msg=path)
+
+
+def test_gpt_mup_at_its_base_width_is_sp_bitwise():
+    (e_sp, s_sp), (e_mu, s_mu) = build_gpt("sp", dim=G_BASE), build_gpt("mup", dim=G_BASE)
+    x, y = jnp.asarray(e_sp.dataset.x_train[:16]), jnp.asarray(e_sp.dataset.y_train[:16])
+    steps = [step.train_step(s, (x, y), None, model=e.model, tx=e.tx,
+                             loss_fn=step.loss_fn(e.model, e.head))[0]
+             for e, s in ((e_sp, s_sp), (e_mu, s_mu))]
+    for a, b in zip(jax.tree.leaves(steps[0].params), jax.tree.leaves(steps[1].params),
+                    strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_gpt_refuses_ntk_in_one_line():
+    with pytest.raises(ConfigError, match="ntk"):
+        build_gpt("ntk")

@@ -22,6 +22,15 @@ zero, norms at identity, and the two projections that write into the residual st
 at init does not grow with depth. `init.gain` multiplies every one of these standard
 deviations; the scheme's name has no effect, and variances the scheme would set
 (init=critical, init.sigma_w2, init.sigma_b2) are refused.
+
+Width parametrizations (model.param=sp|mup, actlab.models.param) take dim as the width and
+m = dim / base_width, heads fixed. GPT-2's 0.02 is read as the base width's 1/fan_in
+scale, so under mup the hidden kernels (query, key, value, attention output, both MLP
+kernels) start at 0.02 / sqrt(m) (their residual ones at that over sqrt(2 depth)) and
+learn at 1/m under Adam, the token table and positions keep 0.02 (input, vector-like),
+the logits are divided by m (microsoft/mup's MuSharedReadout with tie, MuReadout without:
+the untied readout's sqrt(m) on 0.02 / sqrt(m) leaves 0.02), and the attention logits are
+q.k sqrt(d_base) / d. ntk is not offered: GPT-2's initialisation has no fan-in to divide.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import numpy as np
 
 from actlab.activations import Spec
 from actlab.models import initializers
+from actlab.models import param as param_lib
 from actlab.models.base import (
     GLU_WIDTHS,
     DyT,
@@ -52,7 +62,7 @@ from actlab.models.base import (
     positive_int,
     prefix_labels,
 )
-from actlab.models.transformer import mlp_params
+from actlab.models.transformer import kind, mlp_params
 
 NORMS = ("layer", "rms", "dyt")
 POSITIONS = ("learned", "rope")
@@ -71,15 +81,17 @@ def rotary(x_BxTxNxD: jax.Array, base: float = 10000.0) -> jax.Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
 
 
-def causal_attention(q_BxTxNxD: jax.Array, k_BxTxNxD: jax.Array,
-                     v_BxTxNxD: jax.Array) -> jax.Array:
-    """softmax(q k^T / sqrt(D) + causal mask) v per head: query t sees keys 0..t.
+def causal_attention(q_BxTxNxD: jax.Array, k_BxTxNxD: jax.Array, v_BxTxNxD: jax.Array,
+                     scale: float = 1.0) -> jax.Array:
+    """softmax(q k^T scale / sqrt(D) + causal mask) v per head: query t sees keys 0..t.
 
     The logits and their softmax are float32 whatever the compute dtype.
     """
     t, d = q_BxTxNxD.shape[1], q_BxTxNxD.shape[-1]
     logits = jnp.einsum("bqnd,bknd->bnqk", q_BxTxNxD, k_BxTxNxD).astype(jnp.float32)
     logits = logits / math.sqrt(d)
+    if scale != 1.0:
+        logits = logits * scale
     mask_TxT = jnp.tril(jnp.ones((t, t), bool))
     logits = jnp.where(mask_TxT, logits, jnp.finfo(jnp.float32).min)
     p = jax.nn.softmax(logits, -1).astype(v_BxTxNxD.dtype)
@@ -95,6 +107,7 @@ class CausalSelfAttention(nn.Module):
     rope: bool
     std: float
     out_std: float
+    logit_scale: float = 1.0  # on top of 1/sqrt(head width): mup's 1/sqrt(m)
 
     @nn.compact
     def __call__(self, x_BxTxC: jax.Array) -> jax.Array:
@@ -109,7 +122,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = project("query"), project("key"), project("value")
         if self.rope:
             q, k = rotary(q), rotary(k)
-        y = causal_attention(q, k, v).reshape(b, t, self.dim)
+        y = causal_attention(q, k, v, self.logit_scale).reshape(b, t, self.dim)
         return nn.Dense(self.dim, kernel_init=nn.initializers.normal(self.out_std),
                         name="out")(y)
 
@@ -128,6 +141,8 @@ class GPT(nn.Module):
     tie: bool = True
     gain: float = 1.0
     dyt_alpha0: float = 0.5
+    parametrization: str = "sp"  # sp | mup (module docstring), muP's reference dim below
+    base_width: int = 64
 
     def normalise(self, name: str) -> Callable[[jax.Array], jax.Array]:
         if self.norm == "layer":
@@ -139,8 +154,10 @@ class GPT(nn.Module):
     @nn.compact
     def __call__(self, x, eps=None, capture: bool = False, train: bool = False):
         tokens_BxT = x.astype(jnp.int32)
-        std = STD * self.gain
-        out_std = std / math.sqrt(2 * len(self.specs))
+        mup, m = self.parametrization == "mup", self.dim / self.base_width
+        std = STD * self.gain  # the token table, positions and readout
+        hid = std / math.sqrt(m) if mup else std  # 0.02 as the base width's 1/fan_in scale
+        out_std = hid / math.sqrt(2 * len(self.specs))
         normal = nn.initializers.normal
         embed = nn.Embed(self.vocab, self.dim, embedding_init=normal(std), name="embed")
         h = embed(tokens_BxT)
@@ -150,11 +167,12 @@ class GPT(nn.Module):
         gated = is_gated(self.specs)
         for l, sp in enumerate(self.specs):
             y = self.normalise(f"layer{l}_ln1")(h)
-            h = h + CausalSelfAttention(self.dim, self.heads, self.pos == "rope", std, out_std,
+            h = h + CausalSelfAttention(self.dim, self.heads, self.pos == "rope", hid, out_std,
+                                        1 / math.sqrt(m) if mup else 1.0,
                                         name=f"layer{l}_attn")(y)
             y = self.normalise(f"layer{l}_ln2")(h)
             z = nn.Dense(2 * self.hidden if gated else self.hidden,
-                         kernel_init=paired(normal(std)) if gated else normal(std),
+                         kernel_init=paired(normal(hid)) if gated else normal(hid),
                          name=f"layer{l}")(y)
             y = act_site(self, l, sp, z, eps, capture, aux)
             h = h + nn.Dense(self.dim, kernel_init=normal(out_std), name=f"layer{l}_fc2")(y)
@@ -163,12 +181,19 @@ class GPT(nn.Module):
             logits = embed.attend(h)
         else:
             logits = nn.Dense(self.vocab, use_bias=False, kernel_init=normal(std), name="out")(h)
+        if mup and m != 1.0:
+            logits = logits / m
         return logits, (aux if capture else None)
 
 
 def sites(depth=2, dim=64, heads=4, mlp_ratio=4, context=None, pos="learned", norm="layer",
-          tie=True, glu_width="match", dyt_alpha0=0.5):
+          tie=True, glu_width="match", dyt_alpha0=0.5, param="sp", base_width=64):
     """Validate the parameters (one-line ModelError); one activation site per block."""
+    if param == "ntk":
+        raise ModelError("model=gpt takes model.param=sp|mup: GPT-2's initialisation "
+                         "(N(0, 0.02^2)) has no fan-in for ntk to divide")
+    choice("param", param, param_lib.PARAMS)
+    positive_int("base_width", base_width)
     positive_int("dim", dim)
     positive_int("heads", heads)
     positive_int("mlp_ratio", mlp_ratio)
@@ -216,7 +241,7 @@ def _check_init(scheme: initializers.Scheme) -> None:
 
 def build(*, specs, num_classes, input_shape, init, depth=2, dim=64, heads=4, mlp_ratio=4,
           context=None, pos="learned", norm="layer", tie=True, glu_width="match",
-          dyt_alpha0=0.5):
+          dyt_alpha0=0.5, param="sp", base_width=64):
     """A `depth`-block causal decoder over a vocabulary of `num_classes` tokens; `context`
     positions (None: the dataset's window length)."""
     if len(input_shape) != 1:
@@ -235,8 +260,11 @@ def build(*, specs, num_classes, input_shape, init, depth=2, dim=64, heads=4, ml
                                hidden)
     module = GPT(specs=tuple(specs), vocab=num_classes, context=context, dim=dim, heads=heads,
                  hidden=hidden, pos=pos, norm=norm, tie=bool(tie), gain=float(scheme.gain),
-                 dyt_alpha0=float(dyt_alpha0))
-    return Model(module=module, specs=tuple(specs), labels=labels(len(specs), bool(tie)))
+                 dyt_alpha0=float(dyt_alpha0), parametrization=param,
+                 base_width=int(base_width))
+    lr_factor = None if param == "sp" else param_lib.lr_factors(param, dim / base_width, kind)
+    return Model(module=module, specs=tuple(specs), labels=labels(len(specs), bool(tie)),
+                 lr_factor=lr_factor)
 
 
 def generate(model: Model, params: Any, model_state: Any, prompt: np.ndarray, steps: int,
