@@ -177,7 +177,7 @@ def test_report_references_every_figure_and_one_row_per_configuration(sweep):
     assert len(rows) == len(ACTS) * len(DEPTHS)
 
 
-SLOW_NOTEBOOKS = ("03_playground.ipynb",)  # about a minute: run after the suite (-m slow)
+SLOW_NOTEBOOKS = ("03_playground.ipynb", "04_signal_propagation.ipynb")  # a minute each: -m slow
 
 
 @pytest.mark.parametrize("name", [

@@ -139,6 +139,7 @@ def test_every_config_key_is_commented():
                 assert "#" in line, f"{path}: key without a comment: {line!r}"
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_every_hidden_activation_has_a_config_and_trains_through_hydra(tmp_path):
     names = activations.names(include_output=False)
     assert _group_options("activation") == names
@@ -166,6 +167,7 @@ OFFLINE_MODEL = {"ratings": "model=recommender", "digits": "model=cnn",
 TFDS = ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn_cropped")
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_every_dataset_composes_and_trains_through_hydra(tmp_path):
     import tensorflow_datasets as tfds
 

@@ -361,6 +361,7 @@ def test_a_sequence_interrupted_mid_task_resumes_bitwise(tmp_path, monkeypatch):
     assert strip(read_records(tmp_path / "cut")) == strip(read_records(tmp_path / "whole"))
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_reduced_study_relu_loses_plasticity_on_permuted_digits_crelu_keeps_it(tmp_path):
     # experiments/plasticity at a large Adam rate: 20 tasks of 150 steps, 2 seeds
     from test_studies import study

@@ -66,6 +66,7 @@ def _train_every_activation(dtype) -> tuple[np.ndarray, list[str]]:
     return np.asarray(run(p)), names
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_every_activation_trains_in_bfloat16_where_float32_does():
     ok32, names = _train_every_activation(jnp.float32)
     ok16, _ = _train_every_activation(jnp.bfloat16)

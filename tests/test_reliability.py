@@ -186,6 +186,7 @@ OVERRIDES = {
 }
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 @hypothesis.settings(max_examples=12, deadline=None, derandomize=True,
                      suppress_health_check=list(hypothesis.HealthCheck))
 @hypothesis.given(st.fixed_dictionaries({}, optional=OVERRIDES))

@@ -58,6 +58,7 @@ def four_devices():
     return json.loads(line[len("RESULT"):])
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_batch_sharded_records_equal_single_device(four_devices):
     """Two members on 4 devices: a 2 x 2 mesh, each member's batches split over 2."""
     seeds, mesh = 2, {"members": 2, "data": 2}

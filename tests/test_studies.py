@@ -94,6 +94,7 @@ def first_to_last(tmp_path, act, depth):
     return np.mean([r["grad_norm/1"] / r[f"grad_norm/{depth - 1}"] for r in rs])
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_vanishing_gradients_sigmoid_decays_fastest_relu_stays_flat(tmp_path):
     sig5, sig10 = first_to_last(tmp_path, "sigmoid", 5), first_to_last(tmp_path, "sigmoid", 10)
     relu10 = first_to_last(tmp_path, "relu", 10)
@@ -103,6 +104,7 @@ def test_vanishing_gradients_sigmoid_decays_fastest_relu_stays_flat(tmp_path):
     assert 0.2 < relu10 < 5
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_dying_relu_grows_with_learning_rate_leaky_never_dies(tmp_path):
     out = {}
     for act in ("relu", "leaky_relu"):
@@ -119,6 +121,7 @@ def test_dying_relu_grows_with_learning_rate_leaky_never_dies(tmp_path):
     assert out["leaky_relu", 1.0] == out["leaky_relu", 0.001] == 0.0
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 @pytest.mark.parametrize("dataset", ["circle", "xor"])
 def test_playground_three_relu_neurons_suffice_a_linear_model_cannot(tmp_path, dataset):
     best = {}
@@ -130,6 +133,7 @@ def test_playground_three_relu_neurons_suffice_a_linear_model_cannot(tmp_path, d
     assert min(best["identity"]) > 0.5
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_init_x_activation_forward_signal_at_depth_30(tmp_path):
     def ratio(act, init):
         cfg = study("init_x_activation", f"activation={act}", f"init={init}", "train.steps=1",
@@ -143,6 +147,7 @@ def test_init_x_activation_forward_signal_at_depth_30(tmp_path):
     assert 0.5 < ratio("selu", "lecun") < 2  # self-normalising
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_normalisation_rescues_deep_sigmoid_gradients(tmp_path):
     def ratio(norm):
         cfg = study("normalisation", "activation=sigmoid", f"model.norm={norm}",
@@ -155,6 +160,7 @@ def test_normalisation_rescues_deep_sigmoid_gradients(tmp_path):
     assert none < 1e-6 and batch > 1e3 * none
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_recommender_gelu_learns_the_ratings_tanh_barely(tmp_path):
     from actlab import data
 
@@ -167,6 +173,7 @@ def test_recommender_gelu_learns_the_ratings_tanh_barely(tmp_path):
     assert (rmse["tanh"] > rmse["gelu"] + 0.1).all()  # no even part: products come hard
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_output_heads_softmax_sums_to_one_one_vs_all_does_not(tmp_path):
     from actlab.analysis import expected_calibration_error
 
@@ -185,6 +192,7 @@ def test_output_heads_softmax_sums_to_one_one_vs_all_does_not(tmp_path):
     assert out["one_vs_all"][1].std() > 0.01
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_gelu_variants_train_alike_and_swish_beta_is_learned(tmp_path):
     final = final_records(tmp_path, "gelu_vs_swish", ("gelu_exact", "gelu_tanh",
                                                       "swish_learnable"), 300, "model=mlp")
@@ -199,6 +207,7 @@ def test_gelu_variants_train_alike_and_swish_beta_is_learned(tmp_path):
     assert len(betas) == 2 * 2 and all(abs(b - 1.0) > 1e-4 for b in betas)
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_activation_zoo_linear_network_stays_near_logistic_regression(tmp_path):
     final = final_records(tmp_path, "activation_zoo", ("identity", "relu", "hard_sigmoid"), 1500,
                           "model=mlp")

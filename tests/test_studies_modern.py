@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -38,6 +39,7 @@ def run(tmp_path: Path, name: str, label: str, *overrides: str) -> tuple[dict, l
     return summary, [r for r in recs if r["step"] == last]
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_modern_ffn_matched_parameters_and_which_units_can_die(tmp_path):
     out = {}
     for act in FFNS:  # the study's Transformer (dim 32, mlp_ratio 2), one block, a few steps
@@ -74,6 +76,7 @@ def test_modern_ffn_matched_parameters_and_which_units_can_die(tmp_path):
                 assert gate is None
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_dyt_layer_norm_and_no_norm_all_train_and_alpha_is_learned(tmp_path):
     acc, alphas = {}, {}
     for norm in ("layer", "dyt", "none"):

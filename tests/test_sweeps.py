@@ -104,6 +104,7 @@ def test_submitit_local_multirun_of_two_jobs(tmp_path):
             "completed"
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_killed_multirun_rerun_skips_completed_jobs(tmp_path):
     args = ["-m", "activation=relu,tanh,gelu", "+experiment=debug", "train.steps=400",
             "train.log_every=20", "train.checkpoint_every=100", "logger.progress=false",
@@ -147,6 +148,7 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path):
         0, 5, 10, 15, 20]
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_optuna_sweep_of_a_few_trials(tmp_path):
     p = cli("-m", "+hparams_search=lr_depth", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
             "train.steps=20", "train.seeds=1", "logger.progress=false",
@@ -185,6 +187,7 @@ def test_wandb_sweep_files_give_valid_hydra_overrides(name):
     assert spec["metric"]["name"] in ("final_eval_acc", "steps_to_target")
 
 
+@pytest.mark.slow  # end to end, past a newcomer's minutes: CI runs it after the suite
 def test_four_cpu_devices_shard_the_members_and_match_one_device(tmp_path):
     script = (
         "import sys; sys.path.insert(0, {tests!r})\n"
