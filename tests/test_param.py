@@ -74,20 +74,31 @@ FACTORS = {
 }
 
 
+def _at(tree, path):
+    for k in path:
+        tree = tree[k]
+    return tree
+
+
+def assert_first_step_factors(exp, s, optimizer, lr, factors, batch):
+    """One training step from state s moves each parameter at `path` by its factor times the
+    optimizer's own first step: SGD -lr g; Adam -lr g / (|g| + eps), i.e. -lr sign(g)."""
+    x, y = jnp.asarray(exp.dataset.x_train[:batch]), jnp.asarray(exp.dataset.y_train[:batch])
+    loss = step.loss_fn(exp.model, exp.head)
+    new, out = step.train_step(s, (x, y), None, model=exp.model, tx=exp.tx, loss_fn=loss)
+    for path, f in factors.items():
+        g = np.asarray(_at(out["grads"], path), np.float64)
+        base = g if optimizer == "sgd" else g / (np.abs(g) + 1e-8)
+        moved = np.asarray(_at(new.params, path), np.float64) - np.asarray(_at(s.params, path))
+        np.testing.assert_allclose(moved, -lr * f * base, rtol=2e-3, atol=1e-7, err_msg=path)
+
+
 @pytest.mark.parametrize("param,optimizer", sorted(FACTORS))
 def test_per_layer_learning_rates(param, optimizer):
     lr = 0.1 if optimizer == "sgd" else 1e-3
     exp, s = build(param, optimizer, lr)
-    x = jnp.asarray(exp.dataset.x_train[:64])
-    y = jnp.asarray(exp.dataset.y_train[:64])
-    loss = step.loss_fn(exp.model, exp.head)
-    new, out = step.train_step(s, (x, y), None, model=exp.model, tx=exp.tx, loss_fn=loss)
-    for name, f in FACTORS[param, optimizer].items():
-        g = np.asarray(out["grads"][name], np.float64)
-        # SGD: -lr g; Adam's first step: -lr g / (|g| + eps), i.e. -lr sign(g) where g != 0
-        base = g if optimizer == "sgd" else g / (np.abs(g) + 1e-8)
-        moved = np.asarray(new.params[name], np.float64) - np.asarray(s.params[name])
-        np.testing.assert_allclose(moved, -lr * f * base, rtol=2e-3, atol=1e-7, err_msg=name)
+    assert_first_step_factors(exp, s, optimizer, lr,
+                              {(name,): f for name, f in FACTORS[param, optimizer].items()}, 64)
 
 
 def test_mup_at_its_base_width_is_sp_bitwise(tmp_path):
@@ -230,12 +241,6 @@ def test_transformer_forward_multipliers_and_attention_logits(param):
                                                            rel=1e-4)
 
 
-def _at(tree, path):
-    for k in path:
-        tree = tree[k]
-    return tree
-
-
 # a Transformer's parameters by kind, with their factors under mup (m = 4): hidden kernels
 # (attention, both MLP kernels) 1/m under Adam; vector-like ones (embedding kernel, positions,
 # biases, norm scales, the readout kernel) m under SGD; the readout's bias neither
@@ -255,14 +260,7 @@ T_FACTORS = {
 def test_transformer_per_layer_learning_rates(optimizer):
     lr = 0.1 if optimizer == "sgd" else 1e-3
     exp, s = build_transformer("mup", optimizer, lr)
-    x, y = jnp.asarray(exp.dataset.x_train[:32]), jnp.asarray(exp.dataset.y_train[:32])
-    loss = step.loss_fn(exp.model, exp.head)
-    new, out = step.train_step(s, (x, y), None, model=exp.model, tx=exp.tx, loss_fn=loss)
-    for path, f in T_FACTORS[optimizer].items():
-        g = np.asarray(_at(out["grads"], path), np.float64)
-        base = g if optimizer == "sgd" else g / (np.abs(g) + 1e-8)
-        moved = np.asarray(_at(new.params, path), np.float64) - np.asarray(_at(s.params, path))
-        np.testing.assert_allclose(moved, -lr * f * base, rtol=2e-3, atol=1e-7, err_msg=path)
+    assert_first_step_factors(exp, s, optimizer, lr, T_FACTORS[optimizer], 32)
 
 
 def test_transformer_mup_at_its_base_width_is_sp_bitwise(tmp_path):
@@ -392,14 +390,7 @@ G_FACTORS = {
 def test_gpt_per_layer_learning_rates(optimizer):
     lr = 0.1 if optimizer == "sgd" else 1e-3
     exp, s = build_gpt("mup", optimizer, lr)
-    x, y = jnp.asarray(exp.dataset.x_train[:16]), jnp.asarray(exp.dataset.y_train[:16])
-    loss = step.loss_fn(exp.model, exp.head)
-    new, out = step.train_step(s, (x, y), None, model=exp.model, tx=exp.tx, loss_fn=loss)
-    for path, f in G_FACTORS[optimizer].items():
-        g = np.asarray(_at(out["grads"], path), np.float64)
-        base = g if optimizer == "sgd" else g / (np.abs(g) + 1e-8)
-        moved = np.asarray(_at(new.params, path), np.float64) - np.asarray(_at(s.params, path))
-        np.testing.assert_allclose(moved, -lr * f * base, rtol=2e-3, atol=1e-7, err_msg=path)
+    assert_first_step_factors(exp, s, optimizer, lr, G_FACTORS[optimizer], 16)
 
 
 def test_gpt_mup_at_its_base_width_is_sp_bitwise():
