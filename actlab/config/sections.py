@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 # per-layer metric families (actlab.measure.metrics computes each)
 METRICS = ("grad_norm", "weight_norm", "update_ratio", "delta_norm", "act_mean", "act_std",
            "dead_frac", "sat_frac", "q", "c", "dormant_frac", "erank", "srank", "weight_mag",
-           "preact_drift")
+           "preact_drift", "ffn_sparsity", "outlier_kurtosis", "massive_ratio", "attn_entropy",
+           "token_cosine")
 INIT_SCHEMES = ("auto", "critical", "glorot", "he", "lecun", "orthogonal")  # models.initializers
 DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 

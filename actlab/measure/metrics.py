@@ -55,7 +55,9 @@ ACTIVATION_METRICS = ("act_mean", "act_std", "dead_frac", "sat_frac")
 SIGNAL_METRICS = ("q", "c")
 REPRESENTATION_METRICS = ("dormant_frac", "erank", "srank")  # actlab.measure.representation
 FAMILIES = (*PARAMETER_METRICS, "delta_norm", *ACTIVATION_METRICS, *SIGNAL_METRICS,
-            *REPRESENTATION_METRICS, "weight_mag", "preact_drift")
+            *REPRESENTATION_METRICS, "weight_mag", "preact_drift", "ffn_sparsity",
+            "outlier_kurtosis", "massive_ratio", "attn_entropy", "token_cosine")  # the last five:
+# actlab.measure.transformer
 assert FAMILIES == METRICS, "actlab.config.METRICS names the families computed here"
 MAX_PAIRS = 64  # probe pairs (2i, 2i + 1) that c averages over
 

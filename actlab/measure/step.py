@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from actlab.config import METRICS
-from actlab.measure import metrics, representation
+from actlab.measure import metrics, representation, transformer
 from actlab.measure.heads import Head
 from actlab.models import Model
 from actlab.models.base import PyTree
@@ -65,8 +65,10 @@ def measure(state: MemberState, out: dict[str, Any], x_fixed: jax.Array, y_fixed
     signal = selected & set(metrics.SIGNAL_METRICS)
     rep = selected & set(metrics.REPRESENTATION_METRICS)
     drift = "preact_drift" in selected
+    blocks = selected & set(transformer.FAMILIES)
     logits, aux, _ = model.apply(state.params, state.model_state, x_fixed,
-                                 capture=bool(acts or signal or rep or hist_bins or drift))
+                                 capture=bool(acts or signal or rep or hist_bins or drift
+                                              or blocks))
     m.update({f"train/{k}": v for k, v in head.measures(logits, y_fixed).items()})
     # the output's size (the coordinate check's readout row): RMS over examples and classes
     m["logits_rms"] = jnp.sqrt(jnp.mean(jnp.square(logits.astype(jnp.float32))))
@@ -78,8 +80,11 @@ def measure(state: MemberState, out: dict[str, Any], x_fixed: jax.Array, y_fixed
     if signal:
         m.update(metrics.signal_metrics(aux["z"], signal))
     if "q" in signal and "attn_logits" in aux:  # attention: the coordinate check's logit row
-        m["attn_logits_rms"] = jnp.stack([jnp.sqrt(jnp.mean(jnp.square(a)))
+        mask = (aux.get("attn_mask") or [None])[0]
+        m["attn_logits_rms"] = jnp.stack([transformer.attn_logits_rms(a, mask)
                                           for a in aux["attn_logits"]])
+    if blocks:
+        m.update(transformer.transformer_metrics(aux, blocks))
     if rep:
         m.update(representation.representation_metrics(aux["h"], rep, dormant_tau))
     if drift:  # the drift itself needs the task's first value: the program adds it

@@ -11,10 +11,12 @@ as GPT-2) or a matrix of its own.
 
 Layer l is block l; its activation site is the MLP's hidden layer, so every per-layer
 metric reads block l's MLP activation (z_l = norm(x) W_l + b_l, a [B, T, U] array of
-which every token is an example). A gated unit (GLU family) makes the MLP
-h = gate(x W) * (x V), W and V fused in one [dim, 2U] kernel; glu_width=match takes U with
-the MLP's parameter count of the elementwise block (Shazeer's 2/3 mlp_ratio dim up to
-biases), glu_width=same keeps U = mlp_ratio dim.
+which every token is an example); with capture, each block's attention logits, the causal
+mask and the residual stream after the block are kept too (actlab.measure.transformer).
+A gated unit (GLU family) makes the MLP h = gate(x W) * (x V), W and V fused in one
+[dim, 2U] kernel; glu_width=match takes U with the MLP's parameter count of the
+elementwise block (Shazeer's 2/3 mlp_ratio dim up to biases), glu_width=same keeps
+U = mlp_ratio dim.
 
 Initialisation as GPT-2 and nanoGPT: every kernel and embedding N(0, 0.02^2), biases
 zero, norms at identity, and the two projections that write into the residual stream
@@ -82,10 +84,12 @@ def rotary(x_BxTxNxD: jax.Array, base: float = 10000.0) -> jax.Array:
 
 
 def causal_attention(q_BxTxNxD: jax.Array, k_BxTxNxD: jax.Array, v_BxTxNxD: jax.Array,
-                     scale: float = 1.0) -> jax.Array:
+                     scale: float = 1.0, aux: dict[str, list] | None = None) -> jax.Array:
     """softmax(q k^T scale / sqrt(D) + causal mask) v per head: query t sees keys 0..t.
 
-    The logits and their softmax are float32 whatever the compute dtype.
+    The logits and their softmax are float32 whatever the compute dtype. With `aux`, the
+    logits [B, heads, T, T] (before the mask) join aux["attn_logits"] and the mask [T, T]
+    (True where a query sees the key) is aux["attn_mask"].
     """
     t, d = q_BxTxNxD.shape[1], q_BxTxNxD.shape[-1]
     logits = jnp.einsum("bqnd,bknd->bnqk", q_BxTxNxD, k_BxTxNxD).astype(jnp.float32)
@@ -93,6 +97,9 @@ def causal_attention(q_BxTxNxD: jax.Array, k_BxTxNxD: jax.Array, v_BxTxNxD: jax.
     if scale != 1.0:
         logits = logits * scale
     mask_TxT = jnp.tril(jnp.ones((t, t), bool))
+    if aux is not None:
+        aux.setdefault("attn_logits", []).append(logits)
+        aux["attn_mask"] = [mask_TxT]
     logits = jnp.where(mask_TxT, logits, jnp.finfo(jnp.float32).min)
     p = jax.nn.softmax(logits, -1).astype(v_BxTxNxD.dtype)
     return jnp.einsum("bnqk,bknd->bqnd", p, v_BxTxNxD)
@@ -110,7 +117,7 @@ class CausalSelfAttention(nn.Module):
     logit_scale: float = 1.0  # on top of 1/sqrt(head width): mup's 1/sqrt(m)
 
     @nn.compact
-    def __call__(self, x_BxTxC: jax.Array) -> jax.Array:
+    def __call__(self, x_BxTxC: jax.Array, aux: dict[str, list] | None = None) -> jax.Array:
         b, t, _ = x_BxTxC.shape
         d = self.dim // self.heads
 
@@ -122,7 +129,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = project("query"), project("key"), project("value")
         if self.rope:
             q, k = rotary(q), rotary(k)
-        y = causal_attention(q, k, v, self.logit_scale).reshape(b, t, self.dim)
+        y = causal_attention(q, k, v, self.logit_scale, aux).reshape(b, t, self.dim)
         return nn.Dense(self.dim, kernel_init=nn.initializers.normal(self.out_std),
                         name="out")(y)
 
@@ -169,13 +176,15 @@ class GPT(nn.Module):
             y = self.normalise(f"layer{l}_ln1")(h)
             h = h + CausalSelfAttention(self.dim, self.heads, self.pos == "rope", hid, out_std,
                                         1 / math.sqrt(m) if mup else 1.0,
-                                        name=f"layer{l}_attn")(y)
+                                        name=f"layer{l}_attn")(y, aux if capture else None)
             y = self.normalise(f"layer{l}_ln2")(h)
             z = nn.Dense(2 * self.hidden if gated else self.hidden,
                          kernel_init=paired(normal(hid)) if gated else normal(hid),
                          name=f"layer{l}")(y)
             y = act_site(self, l, sp, z, eps, capture, aux)
             h = h + nn.Dense(self.dim, kernel_init=normal(out_std), name=f"layer{l}_fc2")(y)
+            if capture:
+                aux.setdefault("resid", []).append(h)
         h = self.normalise("final_ln")(h)
         if self.tie:
             logits = embed.attend(h)

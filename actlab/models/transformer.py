@@ -15,7 +15,9 @@ hidden (matrix-like), the classifier is the output layer, biases, positions and 
 scales are vector-like. Under mup the attention logits are q.k sqrt(d_base) / d (Tensor
 Programs V's 1/d, written to equal sp's 1/sqrt(d) at base_width); under ntk every product
 is divided by sqrt(fan_in) and the logits keep 1/sqrt(d). With capture, the attention
-logits of each block ([B, heads, T, T], after the scale) are kept as aux["attn_logits"].
+logits of each block ([B, heads, T, T], after the scale) are kept as aux["attn_logits"]
+and the residual stream after each block ([B, T, dim]) as aux["resid"]
+(actlab.measure.transformer).
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ class Transformer(nn.Module):
             y = act_site(self, l, sp, z, eps, capture, aux)
             h = h + dense(self.dim, "hidden", units, f"layer{l}_fc2", kinit,
                           bias_init=binit)(y)
+            if capture:
+                aux.setdefault("resid", []).append(h)
         h = self.normalise("final_ln")(h).mean(1)
         out = dense(self.num_classes, "output", self.dim, "out")(h)
         return out, (aux if capture else None)
