@@ -163,7 +163,8 @@ def test_every_hidden_activation_has_a_config_and_trains_through_hydra(tmp_path)
 
 
 OFFLINE_MODEL = {"ratings": "model=recommender", "digits": "model=cnn",
-                 "mnist1d": "model=mlp", "text": "model=gpt", "tiny_shakespeare": "model=gpt"}
+                 "mnist1d": "model=mlp", "text": "model=gpt", "tiny_shakespeare": "model=gpt",
+                 "lm1b": "model=gpt"}
 TFDS = ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn_cropped")
 
 

@@ -172,3 +172,17 @@ def test_unprepared_tfds_text_set_names_the_command(tmp_path):
     with pytest.raises(data.DataError) as e:
         data.load("tiny_shakespeare", data_dir=str(tmp_path))
     assert "tfds build tiny_shakespeare" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_lm1b_sentences_joined_up_to_max_train(tmp_path):
+    with tfds.testing.mock_data(num_examples=12):
+        src = tfds.data_source("lm1b", split="train", download=False)
+        sentences = [src[i]["text"] for i in range(5)]
+        ds = data.load("lm1b", context=4, max_train=5, max_test=3)
+    joined = "\n".join(t.decode("utf-8") if isinstance(t, bytes) else str(t)
+                       for t in sentences)
+    stream = np.frombuffer(joined.encode("utf-8"), np.uint8)
+    n = (stream.size - 1) // 4
+    np.testing.assert_array_equal(ds.x_train.reshape(-1), stream[:4 * n])
+    np.testing.assert_array_equal(ds.y_train.reshape(-1), stream[1:4 * n + 1])
+    assert ds.num_classes == 256 and ds.task == "next_token"

@@ -2,7 +2,7 @@
 
 Nothing is downloaded at training time: a dataset that is not prepared in
 `data_dir` gives a one-line error naming the command that prepares it. Images are
-standardised; text sets (`tiny_shakespeare`) become next-token windows (actlab.data.text).
+standardised; text sets (`tiny_shakespeare`, `lm1b`) become next-token windows (actlab.data.text).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ register = LOADERS.register
 
 IMAGE_SETS = ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn_cropped")
 # text sets: name -> (training split, held-out split), each split's examples joined by a newline
-TEXT_SETS = {"tiny_shakespeare": ("train", "validation")}
+# (tiny_shakespeare: one example per split; lm1b: one sentence per example)
+TEXT_SETS = {"tiny_shakespeare": ("train", "validation"), "lm1b": ("train", "test")}
 
 
 def _source(name: str, split: str, data_dir: str | None):
@@ -60,20 +61,24 @@ for _name in IMAGE_SETS:
     register(_name)(_image_loader(_name))
 
 
-def _text(src) -> str:
-    """The examples' `text` features of a split joined by newlines (bytes read as UTF-8)."""
-    parts = (src[i]["text"] for i in range(len(src)))
+def _text(src, limit: int | None = None) -> str:
+    """The first `limit` (None: all) examples' `text` features of a split joined by newlines
+    (bytes read as UTF-8)."""
+    n = len(src) if limit is None else min(int(limit), len(src))
+    parts = (src[i]["text"] for i in range(n))
     return "\n".join(t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in parts)
 
 
 def _text_loader(name: str, splits: tuple[str, str]):
-    def load_fn(data_dir: str | None = None, tokens: str = "bytes",
-                context: int = 64) -> Dataset:
-        train, held_out = (_text(_source(name, split, data_dir)) for split in splits)
+    def load_fn(data_dir: str | None = None, tokens: str = "bytes", context: int = 64,
+                max_train: int | None = None, max_test: int | None = None) -> Dataset:
+        train, held_out = (_text(_source(name, split, data_dir), limit)
+                           for split, limit in zip(splits, (max_train, max_test), strict=True))
         return text.from_texts(name, train, held_out, tokens, context)
 
     load_fn.__doc__ = (f"tfds '{name}' text as next-token windows: its {splits[0]} split "
-                       f"trains, its {splits[1]} split is held out.")
+                       f"trains, its {splits[1]} split is held out (at most max_train and "
+                       f"max_test examples of them).")
     return load_fn
 
 

@@ -120,6 +120,6 @@ def of_config(config: Config, dataset: Dataset) -> Head:
             f"dataset '{dataset.name}' holds token windows for next-token prediction; use "
             f"model={' or model='.join(CAUSAL_MODELS)}" if not causal else
             f"model={config.model.name} is a causal language model; it needs a text dataset "
-            f"(dataset=text or dataset=tiny_shakespeare), not '{dataset.name}'")
+            f"(dataset=text, tiny_shakespeare or lm1b), not '{dataset.name}'")
     return head(config.model.head, dataset.task, dataset.meta.get("scale", 1.0),
                 config.model.loss)
