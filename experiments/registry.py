@@ -16,6 +16,7 @@ from experiments.edge_of_stability import summarise as edge_of_stability
 from experiments.gelu_vs_swish import summarise as gelu_vs_swish
 from experiments.init_x_activation import summarise as init_x_activation
 from experiments.modern_ffn import summarise as modern_ffn
+from experiments.modern_ffn_lm import summarise as modern_ffn_lm
 from experiments.normalisation import summarise as normalisation
 from experiments.output_heads import summarise as output_heads
 from experiments.plasticity import summarise as plasticity
@@ -33,6 +34,7 @@ SUMMARIES: dict[str, Summary] = {
     "gelu_vs_swish": gelu_vs_swish.summarise,
     "init_x_activation": init_x_activation.summarise,
     "modern_ffn": modern_ffn.summarise,
+    "modern_ffn_lm": modern_ffn_lm.summarise,
     "normalisation": normalisation.summarise,
     "output_heads": output_heads.summarise,
     "plasticity": plasticity.summarise,
