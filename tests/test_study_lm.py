@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from test_studies_modern import run
 
 ROOT = Path(__file__).resolve().parent.parent
