@@ -22,7 +22,7 @@ from actlab.config.validate import present as _has
 from actlab.config.validate import unknown_key
 
 GROUPS = ("activation", "model", "dataset", "optimizer", "init", "logger")
-OPEN = ("train.vmap",)  # sections whose keys the user adds (actlab.config names the valid ones)
+OPEN = ("train.vmap", "model.kwargs", "model.sites")  # sections whose keys the user adds
 SKIP = ("hydra", "experiment", "defaults")  # top-level keys of config files that are no settings
 MAX_COMBOS = 16  # group combinations composed for a sweep; past that, one group at a time
 

@@ -147,9 +147,11 @@ def build(config: Config, dataset: data.Dataset | None = None) -> Experiment:
     if config.init.name == "critical" and frozen:
         raise models.ModelError(f"init=critical with train.vmap.activation.{frozen[0]}: the "
                                 f"critical sigma_w2 differs per member; sweep it with -m")
+    init = resolved_init(config, specs) if specs else ("he", "normal", 1.0)
     model = models.build(config.model.name, specs=model_specs, num_classes=ds.num_classes,
-                         input_shape=ds.input_shape, init=resolved_init(config, specs),
-                         **config.model.params, **extra)
+                         input_shape=ds.input_shape, init=init, **config.model.params, **extra)
+    if not specs:  # model=custom: its layers and their sites are found when it is built
+        specs = model.specs
     model = dataclasses.replace(model, precision=config.train.matmul_precision)
     if config.train.dtype != "float32":
         model = dataclasses.replace(model, dtype=jnp.dtype(config.train.dtype))

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from actlab.activations import Spec
 from actlab.config import validate
-from actlab.models import cnn, gpt, mlp, recommender, resnet, transformer
+from actlab.models import cnn, custom, gpt, mlp, recommender, resnet, transformer
 from actlab.models.base import (  # noqa: F401  (the protocol's public names)
     DOUBLED_MODELS,
     GATED_MODELS,
@@ -56,6 +56,7 @@ _BUILDERS: Registry[Builder] = Registry("model", {
     "resnet": Builder(resnet.build, resnet.sites),
     "recommender": Builder(recommender.build, recommender.sites),
     "gpt": Builder(gpt.build, gpt.sites),
+    "custom": Builder(custom.build, custom.sites),  # layers discovered when built
 }, error=ModelError)
 
 

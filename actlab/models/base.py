@@ -76,6 +76,8 @@ class Model:
     # the width parametrization's learning-rate factors (actlab.models.param): optimizer name
     # -> (factor per kind of parameter, Role -> kind); None: every factor 1 (sp)
     lr_factor: Callable[[str], tuple[Mapping[str, float], Callable[[Role], str]]] | None = None
+    # each hidden layer's name (model=custom: its module path); None: layer l is "l"
+    layer_names: tuple[str, ...] | None = None
 
     @property
     def num_layers(self) -> int:

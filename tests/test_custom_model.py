@@ -1,0 +1,133 @@
+"""model=custom: a linen module that actlab did not build, its layers discovered.
+
+References: the built-in conv net through its own labels and captures (every metric of one
+instrumented step equal), jax.grad of a plain linen MLP's loss with each Dense subtree's
+norm taken here, its pre-activations from linen's capture_intermediates, and dead_frac of
+its relu site recomputed in numpy.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from actlab import data
+from actlab.engine import experiment, step
+from actlab.models import ModelError
+from conftest import make_config
+
+BATCH, PROBE = 16, 32
+
+
+def one_step(exp, params, model_state):
+    """One instrumented SGD step of a member with the given parameters; its measurement."""
+    state = jax.tree.map(lambda a: a[0], experiment.initial_state(exp))
+    state = state.replace(params=params, model_state=model_state,
+                          opt_state=exp.tx.init(params))
+    ds = exp.dataset
+    x, y = jnp.asarray(ds.x_train[:BATCH]), jnp.asarray(ds.y_train[:BATCH])
+    xp, yp = jnp.asarray(ds.x_train[:PROBE]), jnp.asarray(ds.y_train[:PROBE])
+
+    @jax.jit
+    def run(state):
+        eps = step.zero_perturbation(exp.model, state.params, state.model_state, x)
+        _, out = step.train_step(state, (x, y), None, model=exp.model, tx=exp.tx,
+                                 loss_fn=step.loss_fn(exp.model, exp.head), eps=eps)
+        return step.measure(state, out, xp, yp, model=exp.model, head=exp.head)
+
+    return jax.tree.map(np.asarray, run(state)), (x, y, xp)
+
+
+def custom(target, **model):
+    return make_config(model={"name": "custom", "target": target, **model},
+                       dataset={"name": "digits"}, optimizer={"name": "sgd", "lr": 0.1},
+                       train={"batch_size": BATCH, "probe_size": PROBE})
+
+
+def test_builtin_cnn_as_a_custom_model_measures_the_same():
+    acts = ("relu", "tanh")
+    kw = {"depth": 2, "channels": 4}
+    builtin = experiment.build(make_config(
+        model={"name": "cnn", "activations": list(acts), **kw}, dataset={"name": "digits"},
+        optimizer={"name": "sgd", "lr": 0.1}, train={"batch_size": BATCH,
+                                                     "probe_size": PROBE}))
+    watched = experiment.build(custom("custom_clients:builtin",
+                                      kwargs={"name": "cnn", "activations_": list(acts), **kw},
+                                      sites={"*layer0": "relu", "*layer1": "tanh"}))
+    assert watched.model.layer_names == ("inner/layer0", "inner/layer1")
+    p = jax.tree.map(lambda a: a[0], experiment.initial_state(builtin).params)
+    ref, _ = one_step(builtin, p, {})
+    got, _ = one_step(watched, {"inner": {"inner": p}}, {})
+    # the same program up to the wrapper, so float32 agrees to a few ulps of each value
+    for k, v in ref.items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-7, err_msg=k)
+
+
+def test_plain_linen_mlp_against_jax_grad_and_capture_intermediates():
+    exp = experiment.build(custom("custom_clients:mlp", kwargs={"width": 12},
+                                  sites={"Dense_0": "relu", "Dense_1": "tanh"}))
+    assert exp.model.layer_names == ("Dense_0", "Dense_1")
+    inner = jax.tree.map(lambda a: a[0], experiment.initial_state(exp).params)["inner"]
+    inner["Dense_0"]["bias"] = inner["Dense_0"]["bias"].at[:4].set(-50.0)  # 4 dead units
+    m, (x, y, xp) = one_step(exp, {"inner": inner}, {})
+    from custom_clients import PlainMLP
+
+    plain = PlainMLP(width=12, num_classes=10)
+
+    def loss(p):
+        logits = plain.apply({"params": p}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    grads = jax.grad(loss)(inner)
+    for l, name in enumerate(("Dense_0", "Dense_1")):
+        ref = np.sqrt(sum(np.sum(np.square(np.asarray(g, np.float64)))
+                          for g in jax.tree.leaves(grads[name])))
+        assert m["grad_norm"][l] == pytest.approx(ref, rel=1e-5)
+    ref_out = np.sqrt(sum(np.sum(np.square(np.asarray(g, np.float64)))
+                          for g in jax.tree.leaves(grads["Dense_2"])))
+    assert m["grad_norm/out"] == pytest.approx(ref_out, rel=1e-5)
+    _, inter = plain.apply({"params": inner}, xp, capture_intermediates=True)
+    z0 = np.asarray(inter["intermediates"]["Dense_0"]["__call__"][0], np.float64)
+    z1 = np.asarray(inter["intermediates"]["Dense_1"]["__call__"][0], np.float64)
+    assert m["act_mean"][0] == pytest.approx(np.maximum(z0, 0).mean(), rel=1e-5)
+    assert m["act_std"][1] == pytest.approx(np.tanh(z1).std(), rel=1e-4)
+    assert m["q"][1] == pytest.approx(np.mean(np.sum(z1 ** 2, -1) / z1.shape[-1]), rel=1e-5)
+    dead = np.mean(np.all(z0 <= 0, axis=0))  # relu: phi' = 0 on every probe example
+    assert dead >= 4 / 12 and m["dead_frac"][0] == pytest.approx(dead, abs=1e-7)
+    assert m["dead_frac"][1] == 0.0  # tanh cannot die
+
+
+@pytest.mark.parametrize("target, message", [
+    ("no_such_package.mod:make", "cannot import 'no_such_package.mod'"),
+    ("custom_clients:missing", "has no callable 'missing'"),
+    ("custom_clients", "must be 'package.module:factory'"),
+    ("custom_clients:not_a_module", "not a flax.linen Module"),
+    ("custom_clients:wrong_classes", "[11] per example; the dataset has 10 classes"),
+])
+def test_bad_factories_are_refused_in_one_line(target, message):
+    with pytest.raises((ModelError, Exception)) as e:
+        experiment.build(custom(target), dataset=data.load("digits"))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_site_pattern_that_matches_no_layer_lists_the_layers():
+    with pytest.raises(ModelError) as e:
+        experiment.build(custom("custom_clients:mlp", sites={"Dense_9": "relu"}))
+    assert "Dense_0, Dense_1" in str(e.value)
+
+
+def test_cli_refuses_a_factory_that_does_not_fit_with_exit_code_2(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "HYDRA_FULL_ERROR": "0"}
+    p = subprocess.run(["actlab-train", "model=custom", "model.target=custom_clients:wrong_classes",
+                        "dataset=digits", f"hydra.run.dir={tmp_path}"], capture_output=True,
+                       text=True, timeout=300, env=env)
+    err = p.stderr.strip()
+    assert p.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1
+    assert "its output for inputs [B, 8, 8, 1] is [11] per example" in err
