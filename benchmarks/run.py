@@ -5,14 +5,15 @@
     python -m benchmarks.run --only 1,3 # some figures
 
 Figures 1-9 are here; 10-12 (seeds per program, float32/bfloat16 utilisation, data
-parallel) are in benchmarks/scaling.py and size themselves to the device.
+parallel) are in benchmarks/scaling.py and size themselves to the device; 13 (language-model
+tokens/s against PyTorch eager and torch.compile) is in benchmarks/lm.py.
 
 Prints a table of ratios against their targets and writes it, with the command
 and a description of the machine, to benchmarks/RESULTS.md (not with --quick,
-unless --out is given). Figures 3 and 4 also measure the PyTorch loops a researcher
+unless --out is given). Figures 3, 4 and 13 also measure the PyTorch loops a researcher
 would write instead (benchmarks/peers.py: eager with hooks, torch.compile, the
-torch.func ensemble); without PyTorch (`pip install torch==2.13.0`) their rows say
-skipped.
+torch.func ensemble; benchmarks/lm.py: a nanoGPT-style loop); without PyTorch
+(`pip install torch==2.13.0`) their rows say skipped.
 """
 
 from __future__ import annotations
@@ -432,10 +433,10 @@ def main(argv: list[str] | None = None) -> int:
                                  "none with --quick)")
     args = p.parse_args(argv)
     train.enable_compilation_cache()
-    from benchmarks import scaling
+    from benchmarks import lm, scaling
 
     figures = {1: fig1, 2: fig2, 3: fig3, 4: fig4, 5: fig5, 6: fig6, 7: fig7, 8: fig8, 9: fig9,
-               10: scaling.fig10, 11: scaling.fig11, 12: scaling.fig12}
+               10: scaling.fig10, 11: scaling.fig11, 12: scaling.fig12, 13: lm.fig13}
     only = {int(x) for x in args.only.split(",")} if args.only else set(figures)
     rows: list[Row] = []
     for k in sorted(only):
