@@ -76,8 +76,11 @@ class _OldNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 sys.meta_path.append(_OldNames())
 
 
-def __getattr__(name: str) -> ModuleType:
-    """`from actlab import train` and friends: the module's new home, with a warning."""
+def __getattr__(name: str) -> object:
+    """`actlab.watch` (actlab.engine.watch.watch, imported when first asked for); `from
+    actlab import train` and friends: the module's new home, with a warning."""
+    if name == "watch":
+        return importlib.import_module("actlab.engine.watch").watch
     if name not in _MOVED:
         raise AttributeError(f"module 'actlab' has no attribute {name!r}")
     return _moved(name)

@@ -177,7 +177,8 @@ def test_report_references_every_figure_and_one_row_per_configuration(sweep):
     assert len(rows) == len(ACTS) * len(DEPTHS)
 
 
-SLOW_NOTEBOOKS = ("03_playground.ipynb", "04_signal_propagation.ipynb")  # a minute each: -m slow
+SLOW_NOTEBOOKS = ("01_activation_zoo.ipynb", "03_playground.ipynb",
+                  "04_signal_propagation.ipynb")  # tens of seconds each: -m slow
 
 
 @pytest.mark.parametrize("name", [

@@ -324,6 +324,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow  # end to end (subprocesses or long runs): CI runs it after the suite
 def test_a_sequence_interrupted_mid_task_resumes_bitwise(tmp_path, monkeypatch):
     sections = {**SEQ, "train": {**SEQ["train"], "checkpoint_every": 6,
                                  "log_steps_per_call": 1},
@@ -391,6 +392,7 @@ def test_reduced_study_relu_loses_plasticity_on_permuted_digits_crelu_keeps_it(t
         assert m["task_acc_last10"] > 0.8
 
 
+@pytest.mark.slow  # end to end (subprocesses or long runs): CI runs it after the suite
 def test_the_report_draws_each_tasks_accuracy_from_the_records(tmp_path):
     from actlab import analysis
     from actlab.analysis import report

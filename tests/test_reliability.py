@@ -124,6 +124,7 @@ def test_a_directory_of_another_configuration_is_refused(tmp_path):
     assert {r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")[0]} == {0, 5, 10, 15, 20}
 
 
+@pytest.mark.slow  # end to end (subprocesses or long runs): CI runs it after the suite
 def test_corrupted_checkpoint_gives_a_clear_error_and_a_fresh_start_works(tmp_path):
     run = tmp_path / "run"
     args = ["+experiment=debug", "train.steps=40", "train.log_every=10",

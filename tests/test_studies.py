@@ -249,6 +249,7 @@ def test_summarise_rejects_an_unknown_study_in_one_line_naming_the_known_ones():
     assert p.stdout == ""
 
 
+@pytest.mark.slow  # end to end (subprocesses or long runs): CI runs it after the suite
 def test_summarise_writes_results_and_report_figures_of_a_sweep(tmp_path):
     for act in ("relu", "identity"):  # playground: the cheapest study to train
         cfg = study("playground", "dataset=circle", f"activation={act}", "train.steps=200",

@@ -89,6 +89,7 @@ def test_killed_optuna_study_is_finished_by_the_same_command(tmp_path):
     assert "run directory" not in p.stdout and len(study.trials) == 4
 
 
+@pytest.mark.slow  # end to end (subprocesses or long runs): CI runs it after the suite
 def test_changed_grid_is_refused_and_the_same_grid_keeps_its_job_numbers(tmp_path):
     sweep = [f"hydra.sweep.dir={tmp_path}", *TINY, "model.depth=1"]
     p = cli("-m", "activation=relu,tanh", *sweep)
@@ -113,6 +114,7 @@ def test_changed_grid_is_refused_and_the_same_grid_keeps_its_job_numbers(tmp_pat
                                                              ("tanh", "completed")]
 
 
+@pytest.mark.slow  # end to end (subprocesses or long runs): CI runs it after the suite
 def test_fail_fast_stops_launching_after_the_first_failed_job(tmp_path):
     # a cnn needs image or sequence inputs: known only once the job loads the dataset
     p = cli("-m", "activation=relu,tanh", "model=mlp,cnn", "model.depth=1",

@@ -131,6 +131,7 @@ def test_killed_multirun_rerun_skips_completed_jobs(tmp_path):
         assert steps == list(range(0, 400, 20)) + [400]
 
 
+@pytest.mark.slow  # end to end (subprocesses or long runs): CI runs it after the suite
 def test_a_failing_job_does_not_stop_the_others(tmp_path):
     # a cnn needs image or sequence inputs: known only once the job loads the spiral
     p = cli("-m", "model=mlp,cnn,mlp", "model.depth=2", "train.steps=20", "train.log_every=5",

@@ -62,14 +62,18 @@ class Experiment:
 
     def consts(self, members: list[Member]) -> dict[str, np.ndarray]:
         """Per-member metric constants [M, L]: saturation bounds, max |phi'|, can_die."""
-        rows = []
-        for m in members:
-            specs = self.member_specs(m)
-            bounds = [sp.saturation() or (np.nan, np.nan) for sp in specs]
-            rows.append(([b[0] for b in bounds], [b[1] for b in bounds],
-                         [_dphi_max(sp) for sp in specs], [sp.info.can_die for sp in specs]))
-        lo, hi, dm, die = (np.asarray([r[i] for r in rows], np.float32) for i in range(4))
-        return {"sat_lo": lo, "sat_hi": hi, "dphi_max": dm, "can_die": die}
+        rows = [layer_consts(self.member_specs(m)) for m in members]
+        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def layer_consts(specs: tuple[activations.Spec, ...]) -> dict[str, np.ndarray]:
+    """The metric constants of one member's layers [L]: saturation bounds (NaN: none),
+    max |phi'|, can_die."""
+    bounds = [sp.saturation() or (np.nan, np.nan) for sp in specs]
+    cols = ([b[0] for b in bounds], [b[1] for b in bounds], [_dphi_max(sp) for sp in specs],
+            [sp.info.can_die for sp in specs])
+    return dict(zip(("sat_lo", "sat_hi", "dphi_max", "can_die"),
+                    (np.asarray(c, np.float32) for c in cols), strict=True))
 
 
 _DPHI_MAX_CACHE: dict[tuple, float] = {}

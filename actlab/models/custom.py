@@ -211,21 +211,29 @@ def build(*, specs, num_classes, input_shape, init, target=None, kwargs=None, si
     if not isinstance(module, nn.Module):
         raise ModelError(f"model.target {target!r} returned {type(module).__name__}, not a "
                          f"flax.linen Module")
+    return watched(module, input_shape, num_classes, sites, train_flag, f"model.target "
+                   f"{target!r}")
+
+
+def watched(module: nn.Module, input_shape, num_classes: int,
+            sites: Mapping[str, str] | None = None, train_flag: str | None = None,
+            name: str = "the module") -> Model:
+    """A linen module as an actlab Model: its layers discovered on inputs [2, *input_shape],
+    their sites from `sites` (see the module docstring)."""
     x = jnp.zeros((2, *input_shape), jnp.float32)
     paths, shapes, logits = discover(module, x, train_flag)
     if tuple(logits) != (2, num_classes):
-        raise ModelError(f"model.target {target!r}: its output for inputs [B, "
+        raise ModelError(f"{name}: its output for inputs [B, "
                          f"{', '.join(map(str, input_shape))}] is {list(logits)[1:]} per "
                          f"example; the dataset has {num_classes} classes")
     if not paths:
-        raise ModelError(f"model.target {target!r}: no submodule owns a kernel ("
-                         f"{' or '.join(KERNELS)}); nothing to measure")
+        raise ModelError(f"{name}: no submodule owns a kernel ({' or '.join(KERNELS)}); "
+                         f"nothing to measure")
     out = paths[-1] if shapes[-1][-1] == num_classes else None
     hidden = paths[:-1] if out is not None else paths
     if not hidden:
-        raise ModelError(f"model.target {target!r}: its only layer is the output layer")
+        raise ModelError(f"{name}: its only layer is the output layer")
     specs_ = site_specs(hidden, dict(sites or {}))
     module_ = Watched(inner=module, layers=tuple(hidden), specs=specs_, train_flag=train_flag)
-    return Model(module=module_, specs=specs_,
-                 labels=labels_for(hidden, out), layer_names=tuple("/".join(p) for p in hidden))
-
+    return Model(module=module_, specs=specs_, labels=labels_for(hidden, out),
+                 layer_names=tuple("/".join(p) for p in hidden))

@@ -1,0 +1,60 @@
+"""Factories for model=custom that hand over other projects' Flax models unmodified
+(`pip install "actlab[clients]"`; nothing is downloaded, weights are drawn at random).
+
+    actlab-train model=custom model.target=actlab.models.clients:resnet18 dataset=digits \\
+      model.train_flag=train
+
+Each is `factory(input_shape, num_classes, **kwargs)` -> a linen Module x -> logits; where a
+model's own call takes more than x (token ids, masks) or returns an output object, a thin
+wrapper supplies the rest and returns the logits; the model's modules are its own.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+def resnet18(input_shape, num_classes, normalize=False):
+    """flaxmodels' ResNet18 (its own BatchNorm; `nn.relu` called as a function), random
+    weights; `model.train_flag=train`."""
+    from flaxmodels import ResNet18
+
+    return ResNet18(output="logits", pretrained=None, num_classes=num_classes,
+                    normalize=normalize)
+
+
+class _TokensOf(nn.Module):
+    """A transformers Flax module on inputs quantised to `vocab` token ids per position."""
+
+    inner: nn.Module
+    vocab: int
+
+    def __call__(self, x, deterministic: bool = True):
+        x = x.reshape(x.shape[0], -1)
+        lo, hi = jnp.min(x), jnp.max(x)
+        ids = jnp.clip(((x - lo) / jnp.maximum(hi - lo, 1e-6) * self.vocab).astype(jnp.int32),
+                       0, self.vocab - 1)
+        ones, zeros = jnp.ones_like(ids), jnp.zeros_like(ids)
+        positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
+        return self.inner(ids, ones, zeros, positions, None, deterministic=deterministic,
+                          return_dict=False)[0]
+
+
+def bert(input_shape, num_classes, hidden=32, layers=2, heads=2, intermediate=64, vocab=16,
+         dropout=0.1):
+    """transformers' FlaxBertForSequenceClassification module (its GELU an ACT2FN partial
+    stored on the module, its pooler's `nn.tanh`), every input value a token;
+    `model.train_flag=!deterministic`."""
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_flax_bert import (
+        FlaxBertForSequenceClassificationModule,
+    )
+
+    length = int(jnp.prod(jnp.asarray(input_shape)))
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                     num_attention_heads=heads, intermediate_size=intermediate,
+                     num_labels=num_classes, max_position_embeddings=max(length, 8),
+                     type_vocab_size=1, hidden_dropout_prob=dropout,
+                     attention_probs_dropout_prob=dropout)
+    return _TokensOf(inner=FlaxBertForSequenceClassificationModule(cfg), vocab=vocab)
