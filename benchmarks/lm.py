@@ -28,7 +28,7 @@ from typing import Any
 
 from actlab import data
 from benchmarks import peers
-from benchmarks.run import Row, config, timed_run
+from benchmarks.run import Row, config, steps_per_s, timed_run
 
 
 @dataclass(frozen=True)
@@ -221,3 +221,18 @@ def fig13(q: bool) -> list[Row]:
         rows.append(Row(label, f"{ours:,.0f} vs {pt:,.0f} tokens/s", r, target,
                         r >= 2 if not compiled else None, note))
     return rows
+
+
+def fig14(q: bool) -> list[Row]:
+    """The cost of watching: a plain linen MLP as model=custom against the built-in MLP of
+    the same shape (depth 8, width 64, relu), every metric at log_every=10, as figure 1."""
+    steps = 200 if q else 4000
+    train = {"steps": steps, "batch_size": 128, "log_every": 10}
+    builtin = steps_per_s(config({"model": {"depth": 8, "width": 64}}, train=train))
+    custom = steps_per_s(config({"model": {
+        "name": "custom", "target": "actlab.models.clients:linen_mlp",
+        "kwargs": {"depth": 8, "width": 64}, "sites": {"Dense_*": "relu"}}}, train=train))
+    r = custom / builtin
+    return [Row("14 watching a linen MLP (model=custom) vs the built-in MLP, all metrics @10, "
+                "d8 w64 b128", f"{custom:.0f} vs {builtin:.0f} steps/s", r, ">= 0.95",
+                r >= 0.95)]

@@ -436,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import lm, scaling
 
     figures = {1: fig1, 2: fig2, 3: fig3, 4: fig4, 5: fig5, 6: fig6, 7: fig7, 8: fig8, 9: fig9,
-               10: scaling.fig10, 11: scaling.fig11, 12: scaling.fig12, 13: lm.fig13}
+               10: scaling.fig10, 11: scaling.fig11, 12: scaling.fig12, 13: lm.fig13,
+               14: lm.fig14}
     only = {int(x) for x in args.only.split(",")} if args.only else set(figures)
     rows: list[Row] = []
     for k in sorted(only):
