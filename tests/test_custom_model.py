@@ -20,6 +20,7 @@ import pytest
 
 from actlab import data
 from actlab.engine import experiment, step
+from actlab.errors import UserError
 from actlab.models import ModelError
 from conftest import make_config
 
@@ -131,3 +132,11 @@ def test_cli_refuses_a_factory_that_does_not_fit_with_exit_code_2(tmp_path):
     err = p.stderr.strip()
     assert p.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1
     assert "its output for inputs [B, 8, 8, 1] is [11] per example" in err
+
+
+def test_sites_as_a_list_of_pattern_strings_as_the_command_line_gives_them():
+    as_list = experiment.build(custom("custom_clients:mlp",
+                                      sites=["Dense_0=relu", "Dense_*=tanh"]))
+    assert [sp.name for sp in as_list.specs] == ["relu", "tanh"]  # the first match wins
+    with pytest.raises(UserError, match="model.sites must map patterns"):
+        experiment.build(custom("custom_clients:mlp", sites=["Dense_0"]))

@@ -148,6 +148,19 @@ def discover(module: nn.Module, x: jax.Array, train_flag: str | None
     return list(found), list(found.values()), shapes
 
 
+def site_map(sites: Any) -> dict[str, str]:
+    """model.sites as {pattern: activation}: a mapping, or a list of 'pattern=activation'
+    strings (Hydra's command line takes `*` and `/` only in quoted strings, not in keys)."""
+    if sites is None:
+        return {}
+    if isinstance(sites, Mapping):
+        return {str(k): str(v) for k, v in sites.items()}
+    if isinstance(sites, list | tuple) and all(isinstance(e, str) and "=" in e for e in sites):
+        return dict(e.rsplit("=", 1) for e in sites)
+    raise ModelError(f"model.sites must map patterns to activations ({{Dense_0: relu}}) or "
+                     f"list 'pattern=activation' strings, got {sites!r}")
+
+
 def site_specs(paths: list[tuple[str, ...]], sites: Mapping[str, str]) -> tuple[Spec, ...]:
     """Each layer's site: the activation of the first pattern its path matches, else the
     identity."""
@@ -194,8 +207,9 @@ def labels_for(layers: list[tuple[str, ...]], out: tuple[str, ...] | None
 def sites(target=None, kwargs=None, sites=None, train_flag=None) -> int:
     """Checks the settings; 0: the layers are discovered when the model is built."""
     load_factory(target)
-    if not isinstance(kwargs or {}, Mapping) or not isinstance(sites or {}, Mapping):
-        raise ModelError("model.kwargs and model.sites must be mappings")
+    if not isinstance(kwargs or {}, Mapping):
+        raise ModelError("model.kwargs must be a mapping of the factory's keyword arguments")
+    site_map(sites)
     if train_flag is not None and not (isinstance(train_flag, str) and train_flag.lstrip("!")):
         raise ModelError(f"model.train_flag must be a keyword name (or !name), got "
                          f"{train_flag!r}")
@@ -216,7 +230,7 @@ def build(*, specs, num_classes, input_shape, init, target=None, kwargs=None, si
 
 
 def watched(module: nn.Module, input_shape, num_classes: int,
-            sites: Mapping[str, str] | None = None, train_flag: str | None = None,
+            sites: Mapping[str, str] | list[str] | None = None, train_flag: str | None = None,
             name: str = "the module") -> Model:
     """A linen module as an actlab Model: its layers discovered on inputs [2, *input_shape],
     their sites from `sites` (see the module docstring)."""
@@ -233,7 +247,7 @@ def watched(module: nn.Module, input_shape, num_classes: int,
     hidden = paths[:-1] if out is not None else paths
     if not hidden:
         raise ModelError(f"{name}: its only layer is the output layer")
-    specs_ = site_specs(hidden, dict(sites or {}))
+    specs_ = site_specs(hidden, site_map(sites))
     module_ = Watched(inner=module, layers=tuple(hidden), specs=specs_, train_flag=train_flag)
     return Model(module=module_, specs=specs_, labels=labels_for(hidden, out),
                  layer_names=tuple("/".join(p) for p in hidden))
