@@ -85,7 +85,7 @@ def test_multirun_one_job_per_combination(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["activation=relux"], "unknown activation 'relux'; choose from: aptx, bilinear, celu"),
     (["dataset=mnistt"], "unknown dataset 'mnistt'; choose from: cifar10, cifar100, circle"),
-    (["model=resnet9000"], "unknown model 'resnet9000'; choose from: cnn, gpt, mlp, recommender"),
+    (["model=resnet9000"], "unknown model 'resnet9000'; choose from: cnn, custom, gpt, mlp"),
     (["model=cnn"], "model 'cnn' needs sequence or image inputs"),
     (["model=recommender", "dataset=digits"], "model 'recommender' needs a ratings dataset"),
     (["dataset=mnist", "dataset.data_dir=/nonexistent"], "tfds build mnist"),

@@ -96,6 +96,8 @@ def test_every_option_of_every_group_resolves():
             if group == "model":  # each model with a dataset whose inputs it takes
                 overrides.append("dataset=" + {"mlp": "spiral", "recommender": "ratings"}.get(
                     f.stem, "digits"))
+            if (group, f.stem) == ("model", "custom"):  # a factory to import (tests/)
+                overrides.append("model.target=custom_clients:mlp")
             resolve(Config.from_dict(composed(*overrides)))
 
 
