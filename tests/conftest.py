@@ -17,6 +17,7 @@ jax.config.update("jax_compilation_cache_dir", os.environ.get(
 jax.config.update("jax_default_matmul_precision", "highest")
 
 from actlab.config import Config  # noqa: E402
+from actlab.engine import step  # noqa: E402
 from actlab.engine.resolve import resolve  # noqa: E402
 from actlab.files import METRICS_FILE, read_metrics  # noqa: E402
 
@@ -47,3 +48,16 @@ def read_records(run_dir) -> list[dict]:
     records, torn = read_metrics(Path(run_dir) / METRICS_FILE)
     assert torn == 0, f"{torn} unreadable line(s) in {run_dir}/{METRICS_FILE}"
     return records
+
+
+def measured_step(exp, state, batch, probe):
+    """One member's instrumented step (the engine's train_step with a zero perturbation,
+    then measure on `probe`), jitted: the measurement of theta_t."""
+    @jax.jit
+    def run(state):
+        eps = step.zero_perturbation(exp.model, state.params, state.model_state, batch[0])
+        _, out = step.train_step(state, batch, None, model=exp.model, tx=exp.tx,
+                                 loss_fn=step.loss_fn(exp.model, exp.head), eps=eps)
+        return step.measure(state, out, *probe, model=exp.model, head=exp.head)
+
+    return run(state)

@@ -23,7 +23,7 @@ from actlab.activations import ActivationError, entry
 from actlab.engine import experiment, step
 from actlab.models import ModelError
 from actlab.runs import driver as train
-from conftest import make_config, read_records
+from conftest import make_config, measured_step, read_records
 
 BATCH, PROBE, W = 6, 8, 3
 
@@ -158,14 +158,7 @@ def engine_case():
     xp, yp = (jnp.asarray(ds.x_train[BATCH:BATCH + PROBE]),
               jnp.asarray(ds.y_train[BATCH:BATCH + PROBE]))
 
-    @jax.jit
-    def run(state):
-        eps = step.zero_perturbation(exp.model, state.params, state.model_state, x)
-        _, out = step.train_step(state, (x, y), None, model=exp.model, tx=exp.tx,
-                                 loss_fn=step.loss_fn(exp.model, exp.head), eps=eps)
-        return step.measure(state, out, xp, yp, model=exp.model, head=exp.head)
-
-    return state, (x, y, xp, yp), run(state)
+    return state, (x, y, xp, yp), measured_step(exp, state, (x, y), (xp, yp))
 
 
 def ce(logits, y, xp=np):

@@ -19,10 +19,10 @@ import optax
 import pytest
 
 from actlab import data
-from actlab.engine import experiment, step
+from actlab.engine import experiment
 from actlab.errors import UserError
 from actlab.models import ModelError
-from conftest import make_config
+from conftest import make_config, measured_step
 
 BATCH, PROBE = 16, 32
 
@@ -36,14 +36,8 @@ def one_step(exp, params, model_state):
     x, y = jnp.asarray(ds.x_train[:BATCH]), jnp.asarray(ds.y_train[:BATCH])
     xp, yp = jnp.asarray(ds.x_train[:PROBE]), jnp.asarray(ds.y_train[:PROBE])
 
-    @jax.jit
-    def run(state):
-        eps = step.zero_perturbation(exp.model, state.params, state.model_state, x)
-        _, out = step.train_step(state, (x, y), None, model=exp.model, tx=exp.tx,
-                                 loss_fn=step.loss_fn(exp.model, exp.head), eps=eps)
-        return step.measure(state, out, xp, yp, model=exp.model, head=exp.head)
-
-    return jax.tree.map(np.asarray, run(state)), (x, y, xp)
+    m = measured_step(exp, state, (x, y), (xp, yp))
+    return jax.tree.map(np.asarray, m), (x, y, xp)
 
 
 def custom(target, **model):

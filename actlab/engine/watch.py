@@ -34,15 +34,16 @@ from actlab.models import Model
 from actlab.models.custom import watched
 
 
-def flat(m: Mapping[str, Any], num_layers: int) -> dict[str, jax.Array]:
-    """A measurement with per-layer arrays [L] as one scalar per layer: `<key>/<l>`."""
+def flat(m: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """One member's measurement keyed as its record (actlab.runs.records.to_records' rule):
+    a scalar under its key, an array's entries under `<key>/<i>` (per layer: `<key>/<l>`)."""
     out: dict[str, jax.Array] = {}
     for k, v in m.items():
         v = jnp.asarray(v)
-        if v.ndim == 1 and v.shape[0] == num_layers and "/" not in k:
-            out.update({f"{k}/{l}": v[l] for l in range(num_layers)})
-        elif v.ndim == 0:
+        if v.ndim == 0:
             out[k] = v
+        else:
+            out.update({f"{k}/{i}": x for i, x in enumerate(v.reshape(-1))})
     return out
 
 
@@ -86,7 +87,7 @@ class Watcher:
         """The flat record of theta_t (`state`, the one `update` was given) and its update."""
         m = step_lib.measure(state, out, x_probe, y_probe, model=self.model, head=self.head,
                              selected=self.selected)
-        return flat(m, self.model.num_layers)
+        return flat(m)
 
     def step(self, state: TrainState, batch: tuple[jax.Array, jax.Array],
              probe: tuple[jax.Array, jax.Array] | None = None,

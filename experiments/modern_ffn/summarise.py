@@ -69,6 +69,22 @@ def tables(summ: pd.DataFrame, df: pd.DataFrame) -> str:
     return "\n\n".join(parts)
 
 
+def interval_strip(ax, summ: pd.DataFrame, col: str) -> None:
+    """A row per activation (ORDER, elementwise above the gated): its members' values of
+    `col`, their mean and 95% bootstrap interval."""
+    for k, act in enumerate(ORDER):
+        v = summ.loc[summ["activation"] == act, col]
+        if not len(v):
+            continue
+        lo, hi = bootstrap_ci(v)
+        ax.plot([lo, hi], [k, k], color=color_for(act), lw=2.2)
+        ax.plot(v.mean(), k, "o", color=color_for(act), ms=5)
+        ax.plot(v, [k] * len(v), "|", color=color_for(act), ms=7, alpha=0.5)
+    ax.set_yticks(range(len(ORDER)), ORDER)
+    ax.invert_yaxis()
+    ax.axhline(2.5, color="0.8", lw=0.8)  # elementwise above, gated below
+
+
 def final_ci_figure(summ: pd.DataFrame, path: Path) -> None:
     """Per dataset: each activation's final test accuracy and loss, mean and 95% interval."""
     with style():
@@ -78,17 +94,7 @@ def final_ci_figure(summ: pd.DataFrame, path: Path) -> None:
             for i, (col, label) in enumerate((("final_eval_acc", "final test accuracy"),
                                               ("final_eval_loss", "final test loss"))):
                 ax = axes[i][j]
-                for k, act in enumerate(ORDER):
-                    v = summ.loc[(summ["dataset"] == dset) & (summ["activation"] == act), col]
-                    if not len(v):
-                        continue
-                    lo, hi = bootstrap_ci(v)
-                    ax.plot([lo, hi], [k, k], color=color_for(act), lw=2.2)
-                    ax.plot(v.mean(), k, "o", color=color_for(act), ms=5)
-                    ax.plot(v, [k] * len(v), "|", color=color_for(act), ms=7, alpha=0.5)
-                ax.set_yticks(range(len(ORDER)), ORDER)
-                ax.invert_yaxis()
-                ax.axhline(2.5, color="0.8", lw=0.8)  # elementwise above, gated below
+                interval_strip(ax, summ[summ["dataset"] == dset], col)
                 ax.set(xlabel=label, title=title if i == 0 else "")
         fig.tight_layout()
     plots.savefig(fig, path)

@@ -19,11 +19,9 @@ import pandas as pd
 from actlab import analysis
 from actlab.analysis import Paths, plots
 from actlab.analysis.plots.style import _subplots, color_for, style
-from experiments.common import bootstrap_ci, ci_cell, md, num_params
-from experiments.modern_ffn.summarise import last_values, per_layer
+from experiments.common import ci_cell, md, num_params
+from experiments.modern_ffn.summarise import GATED, ORDER, interval_strip, last_values, per_layer
 
-ORDER = ("gelu", "relu", "relu2", "swiglu", "geglu", "reglu")  # elementwise, then gated
-GATED = ("swiglu", "geglu", "reglu")
 PER_BLOCK = (("ffn_sparsity", ".3f"), ("ffn_lazy", ".3f"), ("outlier_kurtosis", ".2f"),
              ("massive_ratio", ".1f"), ("attn_entropy", ".2f"))
 
@@ -57,17 +55,7 @@ def final_ci_figure(summ: pd.DataFrame, path: Path) -> None:
     with style():
         fig, axes = _subplots(1, 1, figsize=(5.0, 3.0), squeeze=False)
         ax = axes[0][0]
-        for k, act in enumerate(ORDER):
-            v = summ.loc[summ["activation"] == act, "final_eval_bpb"]
-            if not len(v):
-                continue
-            lo, hi = bootstrap_ci(v)
-            ax.plot([lo, hi], [k, k], color=color_for(act), lw=2.2)
-            ax.plot(v.mean(), k, "o", color=color_for(act), ms=5)
-            ax.plot(v, [k] * len(v), "|", color=color_for(act), ms=7, alpha=0.5)
-        ax.set_yticks(range(len(ORDER)), ORDER)
-        ax.invert_yaxis()
-        ax.axhline(2.5, color="0.8", lw=0.8)  # elementwise above, gated below
+        interval_strip(ax, summ, "final_eval_bpb")
         ax.set(xlabel="final held-out bits per byte (lower is better)")
         fig.tight_layout()
     plots.savefig(fig, path)
