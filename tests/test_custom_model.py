@@ -103,7 +103,7 @@ def test_plain_linen_mlp_against_jax_grad_and_capture_intermediates():
     ("no_such_package.mod:make", "cannot import 'no_such_package.mod'"),
     ("custom_clients:missing", "has no callable 'missing'"),
     ("custom_clients", "must be 'package.module:factory'"),
-    ("custom_clients:not_a_module", "not a flax.linen Module"),
+    ("custom_clients:not_a_module", "not a flax.linen or nnx Module"),
     ("custom_clients:wrong_classes", "[11] per example; the dataset has 10 classes"),
 ])
 def test_bad_factories_are_refused_in_one_line(target, message):
@@ -134,3 +134,49 @@ def test_sites_as_a_list_of_pattern_strings_as_the_command_line_gives_them():
     assert [sp.name for sp in as_list.specs] == ["relu", "tanh"]  # the first match wins
     with pytest.raises(UserError, match="model.sites must map patterns"):
         experiment.build(custom("custom_clients:mlp", sites=["Dense_0"]))
+
+
+def test_sites_found_in_the_traced_program_without_naming_them():
+    """relu and tanh called as functions are found and measured as if named."""
+    exp = experiment.build(custom("custom_clients:mlp", kwargs={"width": 12}))
+    assert [sp.name for sp in exp.model.specs] == ["relu", "tanh"]
+    inner = jax.tree.map(lambda a: a[0], experiment.initial_state(exp).params)["inner"]
+    inner["Dense_0"]["bias"] = inner["Dense_0"]["bias"].at[:5].set(-50.0)  # 5 dead units
+    m, (x, y, xp) = one_step(exp, {"inner": inner}, {})
+    w, b = (np.asarray(inner["Dense_0"][k], np.float64) for k in ("kernel", "bias"))
+    z0 = np.asarray(xp, np.float64).reshape(len(xp), -1) @ w + b
+    dead = np.mean(np.all(z0 <= 0, axis=0))
+    assert dead >= 5 / 12 and m["dead_frac"][0] == pytest.approx(dead, abs=1e-7)
+    assert m["act_mean"][0] == pytest.approx(np.maximum(z0, 0).mean(), rel=1e-5)
+
+
+def test_a_written_out_function_matches_the_registry_and_an_unknown_one_is_its_own_site():
+    from actlab import activations
+
+    exp = experiment.build(custom("custom_clients:functions_mlp"))
+    mish, clip, soft = exp.model.specs
+    assert mish.name == "mish" and soft.name == "identity"  # softmax is not elementwise
+    assert clip.name.startswith("traced_") and clip.info.can_die
+    t = np.linspace(-5, 5, 101, dtype=np.float32) + 0.05  # off the kinks at 0 and 3
+    np.testing.assert_allclose(np.asarray(clip(jnp.asarray(t))), np.clip(t, 0, 3), atol=0)
+    # phi' is exactly zero off [0, 3]: the generic rule's dead units are those whose
+    # pre-activation stays there on every probe example (the flat sides are not saturation)
+    assert clip.saturation() is None
+    np.testing.assert_array_equal(np.asarray(clip.derivative(jnp.asarray(t))),
+                                  ((t > 0) & (t < 3)).astype(np.float32))
+    assert clip.name in activations.names()
+    p = jax.tree.map(lambda a: a[0], experiment.initial_state(exp).params)
+    m, (x, y, xp) = one_step(exp, p, {})
+    inner = p["inner"]
+    h = np.asarray(xp, np.float64).reshape(len(xp), -1)
+    for name, fn in (("Dense_0", lambda z: z * np.tanh(np.logaddexp(z, 0))),
+                     ("Dense_1", None)):
+        z = h @ np.asarray(inner[name]["kernel"], np.float64) + np.asarray(
+            inner[name]["bias"], np.float64)
+        if fn is None:
+            dead = np.mean(np.all((z <= 0) | (z >= 3), axis=0))
+            assert m["dead_frac"][1] == pytest.approx(dead, abs=1e-7)
+            assert m["act_mean"][1] == pytest.approx(np.clip(z, 0, 3).mean(), rel=1e-5)
+        else:
+            assert m["act_mean"][0] == pytest.approx(fn(z).mean(), rel=1e-5)
+            h = fn(z)

@@ -19,7 +19,6 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -98,7 +97,7 @@ class Watcher:
         return new, self.measure(state, out, xp, yp)
 
 
-def watch(module: nn.Module, x_example: Any, num_classes: int, *,
+def watch(module: Any, x_example: Any, num_classes: int, *,
           tx: optax.GradientTransformation | None = None,
           sites: Mapping[str, str] | None = None, train_flag: str | None = None,
           metrics: str | Iterable[str] = "all", loss: str = "softmax") -> Watcher:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
 
 def resnet18(input_shape, num_classes, normalize=False):
@@ -78,3 +80,28 @@ def linen_mlp(input_shape, num_classes, depth=8, width=64):
     `{'Dense_*': relu}`), as a Flax tutorial writes one: the built-in MLP's twin for the
     cost of watching (benchmark figure 14)."""
     return _LinenMLP(depth=depth, width=width, num_classes=num_classes)
+
+
+def mamba2(input_shape, num_classes, d_model=32, layers=2, d_state=16, headdim=8, chunk=8, *,
+           rngs):
+    """mamba2-jax's Mamba2Forecaster (nnx: nnx.Linear projections, a depthwise nnx.Conv,
+    its silu an attribute), reading the input's rows as a sequence (digits: 8 steps of 8
+    values; mnist1d: 40 steps of 1) and forecasting one step of `num_classes` values, the
+    logits; weights drawn from `rngs` (per seed)."""
+    from mamba2_jax import Mamba2Forecaster
+
+    steps = int(input_shape[0])
+    features = int(np.prod(input_shape[1:], dtype=int)) if len(input_shape) > 1 else 1
+    inner = Mamba2Forecaster(features, d_model, layers, num_classes, 1, d_state, headdim, 4,
+                             chunk, rngs=rngs)
+    return _LastStep(inner, steps, features)
+
+
+class _LastStep(nnx.Module):
+    """x [B, *input_shape] -> the forecaster's one-step output [B, classes]."""
+
+    def __init__(self, inner, steps, features):
+        self.inner, self.steps, self.features = inner, steps, features
+
+    def __call__(self, x):
+        return self.inner(x.reshape(x.shape[0], self.steps, self.features))[:, 0, :]

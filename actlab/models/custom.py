@@ -40,10 +40,11 @@ import jax.numpy as jnp
 
 from actlab import activations
 from actlab.activations import Spec
+from actlab.models import nnx_bridge, taps
+from actlab.models import sites as traced
 from actlab.models.base import Model, ModelError, Role
 
-KERNELS = ("kernel", "embedding")  # a module owning one of these parameters is a layer
-INNER = "inner"  # the factory's module inside the wrapper
+KERNELS, INNER = taps.KERNELS, taps.INNER
 
 
 def load_factory(target: str) -> Callable[..., Any]:
@@ -59,16 +60,6 @@ def load_factory(target: str) -> Callable[..., Any]:
     if not callable(fn):
         raise ModelError(f"model.target {target!r}: {mod_name!r} has no callable {attr!r}")
     return fn
-
-
-def _owns_kernel(module: nn.Module) -> bool:
-    return any(module.has_variable("params", k) for k in KERNELS)
-
-
-def _path(module: nn.Module) -> tuple[str, ...]:
-    """The module's path below the factory's module (the wrapper's `inner` left out)."""
-    path = tuple(module.path)
-    return path[1:] if path[:1] == (INNER,) else path
 
 
 class Watched(nn.Module):
@@ -87,12 +78,8 @@ class Watched(nn.Module):
         index = {p: l for l, p in enumerate(self.layers)}
         z: list[jax.Array | None] = [None] * len(self.layers)
 
-        def intercept(next_fun, args, kwargs, context):
-            out = next_fun(*args, **kwargs)
-            mod = context.module
-            if context.method_name != "__call__" or mod is self or not _owns_kernel(mod):
-                return out
-            l = index.get(_path(mod))
+        def capture_z(path, out):
+            l = index.get(path)
             if l is None or z[l] is not None:  # the output layer, or a repeated call
                 return out
             if eps is not None:
@@ -100,11 +87,12 @@ class Watched(nn.Module):
             z[l] = out
             return out
 
-        kwargs = {}
+        kwargs: dict[str, Any] = {"train": train} if isinstance(
+            self.inner, nnx_bridge.FromNnx) else {}
         if self.train_flag:
             name = self.train_flag.lstrip("!")
             kwargs[name] = (not train) if self.train_flag.startswith("!") else train
-        with nn.intercept_methods(intercept):
+        with taps.tapping(capture_z):
             logits = self.inner(x, **kwargs)
         if not isinstance(logits, jax.Array):
             raise ModelError(f"model=custom: the module returned {type(logits).__name__}, "
@@ -117,23 +105,20 @@ class Watched(nn.Module):
 
 
 def discover(module: nn.Module, x: jax.Array, train_flag: str | None
-             ) -> tuple[list[tuple[str, ...]], list[tuple[int, ...]], Any]:
-    """Every kernel-owning submodule's path and output shape in call order, and the logits'
-    shape, from an abstract initialisation (nothing computed)."""
+             ) -> tuple[list[tuple[str, ...]], list[tuple[int, ...]], Any, dict[int, Spec]]:
+    """Every kernel-owning submodule's path and output shape in call order, the logits'
+    shape, and the nonlinearities found after the layers (actlab.models.sites), from an
+    abstract initialisation and trace (nothing computed)."""
     found: dict[tuple[str, ...], tuple[int, ...]] = {}
 
-    def intercept(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        mod = context.module
-        if (context.method_name == "__call__" and _owns_kernel(mod)
-                and _path(mod) not in found and isinstance(out, jax.Array)):
-            found[_path(mod)] = tuple(out.shape)
+    def record(path, out):
+        found.setdefault(path, tuple(out.shape))
         return out
 
     wrapper = Watched(inner=module, train_flag=train_flag)
 
     def init(key):
-        with nn.intercept_methods(intercept):
+        with taps.tapping(record):
             return wrapper.init({"params": key, "dropout": key}, x)
 
     try:
@@ -145,7 +130,32 @@ def discover(module: nn.Module, x: jax.Array, train_flag: str | None
         raise ModelError(f"model=custom: the module fails on inputs of shape "
                          f"{tuple(x.shape)}: {type(e).__name__}: {first}") from None
     shapes = jax.eval_shape(lambda v: wrapper.apply(v, x), variables)[0].shape
-    return list(found), list(found.values()), shapes
+    paths = list(found)
+    return paths, list(found.values()), shapes, trace_sites(wrapper, variables, x, paths)
+
+
+def trace_sites(wrapper: Watched, variables: Any, x: jax.Array,
+                paths: list[tuple[str, ...]]) -> dict[int, Spec]:
+    """Layer index -> the elementwise function the module applies to that layer's output,
+    where its traced program shows one (actlab.models.sites; {} if it cannot be traced)."""
+    index = {p: l for l, p in enumerate(paths)}
+    marked: set[tuple[str, ...]] = set()
+
+    def mark(path, out):
+        if path not in index or path in marked:
+            return out
+        marked.add(path)
+        return traced.mark_p.bind(out, index=index[path])
+
+    def apply(v):
+        with taps.tapping(mark):
+            return wrapper.apply(v, x)[0]
+
+    try:
+        closed = jax.make_jaxpr(apply)(variables)
+        return traced.found(closed)
+    except Exception:  # noqa: BLE001  (an untraceable model keeps named sites only)
+        return {}
 
 
 def site_map(sites: Any) -> dict[str, str]:
@@ -161,18 +171,23 @@ def site_map(sites: Any) -> dict[str, str]:
                      f"list 'pattern=activation' strings, got {sites!r}")
 
 
-def site_specs(paths: list[tuple[str, ...]], sites: Mapping[str, str]) -> tuple[Spec, ...]:
+def site_specs(paths: list[tuple[str, ...]], sites: Mapping[str, str],
+               found: Mapping[int, Spec] | None = None) -> tuple[Spec, ...]:
     """Each layer's site: the activation of the first pattern its path matches, else the
-    identity."""
+    one found in the traced program (`found`, by layer index), else the identity."""
     for pat, name in sites.items():
         activations.spec(name)  # unknown names: one line listing the known ones
         if not any(fnmatch.fnmatchcase("/".join(p), pat) for p in paths):
             raise ModelError(f"model.sites: pattern {pat!r} matches no layer; the layers are "
                              f"{', '.join('/'.join(p) for p in paths)}")
     out = []
-    for p in paths:
-        name = next((n for pat, n in sites.items() if fnmatch.fnmatchcase("/".join(p), pat)),
-                    "identity")
+    for l, p in enumerate(paths):
+        named = next((n for pat, n in sites.items() if fnmatch.fnmatchcase("/".join(p), pat)),
+                     None)
+        if named is None:
+            out.append((found or {}).get(l) or activations.spec("identity"))
+            continue
+        name = named
         sp = activations.spec(name)
         if sp.gated or sp.doubled or sp.learned:
             raise ModelError(f"model.sites: {name} is not a fixed elementwise function of one "
@@ -189,6 +204,7 @@ def labels_for(layers: list[tuple[str, ...]], out: tuple[str, ...] | None
 
     def role(path: tuple[str, ...]) -> Role:
         names = path[1:] if path[:1] == (INNER,) else path
+        names = names[1:] if names[:1] == (nnx_bridge.PARAMS,) else names
         owner, leaf = names[:-1], names[-1]
         kernel = leaf in KERNELS
         if owner in index:
@@ -221,21 +237,28 @@ def build(*, specs, num_classes, input_shape, init, target=None, kwargs=None, si
     """The factory's module, its layers discovered (see the module docstring)."""
     del specs, init  # the module brings its own functions and initialisation
     factory = load_factory(target)
-    module = factory(tuple(input_shape), num_classes, **dict(kwargs or {}))
-    if not isinstance(module, nn.Module):
+    args, kw = (tuple(input_shape), num_classes), dict(kwargs or {})
+    module = (nnx_bridge.from_factory(factory, *args, **kw) if nnx_bridge.takes_rngs(factory)
+              else factory(*args, **kw))
+    if not isinstance(module, nn.Module) and not nnx_bridge.is_nnx(module):
         raise ModelError(f"model.target {target!r} returned {type(module).__name__}, not a "
-                         f"flax.linen Module")
+                         f"flax.linen or nnx Module")
     return watched(module, input_shape, num_classes, sites, train_flag, f"model.target "
                    f"{target!r}")
 
 
-def watched(module: nn.Module, input_shape, num_classes: int,
+def watched(module: Any, input_shape, num_classes: int,
             sites: Mapping[str, str] | list[str] | None = None, train_flag: str | None = None,
             name: str = "the module") -> Model:
-    """A linen module as an actlab Model: its layers discovered on inputs [2, *input_shape],
-    their sites from `sites` (see the module docstring)."""
+    """A linen or nnx module as an actlab Model: its layers discovered on inputs
+    [2, *input_shape], their sites found or from `sites` (see the module docstring). An nnx
+    module instance starts every seed from its own weights; `rngs -> module` draws them."""
+    if nnx_bridge.is_nnx(module):
+        module = nnx_bridge.FromNnx(make=nnx_bridge.from_instance(module))
+    elif not isinstance(module, nn.Module) and nnx_bridge.takes_rngs(module):
+        module = nnx_bridge.from_factory(module)
     x = jnp.zeros((2, *input_shape), jnp.float32)
-    paths, shapes, logits = discover(module, x, train_flag)
+    paths, shapes, logits, found = discover(module, x, train_flag)
     if tuple(logits) != (2, num_classes):
         raise ModelError(f"{name}: its output for inputs [B, "
                          f"{', '.join(map(str, input_shape))}] is {list(logits)[1:]} per "
@@ -247,7 +270,7 @@ def watched(module: nn.Module, input_shape, num_classes: int,
     hidden = paths[:-1] if out is not None else paths
     if not hidden:
         raise ModelError(f"{name}: its only layer is the output layer")
-    specs_ = site_specs(hidden, site_map(sites))
+    specs_ = site_specs(hidden, site_map(sites), found)
     module_ = Watched(inner=module, layers=tuple(hidden), specs=specs_, train_flag=train_flag)
     return Model(module=module_, specs=specs_, labels=labels_for(hidden, out),
                  layer_names=tuple("/".join(p) for p in hidden))
