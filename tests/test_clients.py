@@ -1,10 +1,13 @@
 """Other projects' Flax models as model=custom clients, unmodified (the `clients` extra):
-flaxmodels' ResNet18 (BatchNorm state, relu called as a function) and transformers'
-FlaxBert classifier (a deterministic flag, GELU bound as an attribute).
+flaxmodels' ResNet18 (linen; BatchNorm state, relu called as a function), transformers'
+FlaxBert classifier (linen; a deterministic flag, GELU an ACT2FN partial bound as an
+attribute, the pooler's nn.tanh) and mamba2-jax's Mamba2Forecaster (nnx; nnx.Linear
+projections, a depthwise conv whose kernel it reads itself, silu an attribute).
 
 Each: every layer's grad_norm against jax.grad of the module's own loss with that module's
 parameter subtree norm computed here, its pre-activation moments against linen's
-capture_intermediates, and a short run through the engine with every metric on.
+capture_intermediates (nnx: recomputed from the parameters), the sites found without
+naming them, and 200 steps through the engine with every metric on.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from conftest import make_config
 
 pytest.importorskip("flaxmodels")
 pytest.importorskip("transformers")
+pytest.importorskip("mamba2_jax")
 
 CLIENTS = {  # target -> (train_flag, sites, train keyword of the module's own call)
     "actlab.models.clients:resnet18": ("train", {}, {"train": True}),
-    "actlab.models.clients:bert": ("!deterministic", {"*intermediate/dense": "gelu",
-                                                      "*pooler/dense": "tanh"},
-                                   {"deterministic": True}),
+    "actlab.models.clients:bert": ("!deterministic", {}, {"deterministic": True}),
 }
+LINEN = list(CLIENTS)
+CLIENTS["actlab.models.clients:mamba2"] = (None, {}, {})
 
 
 def config(target, dropout=0.0, **train):
@@ -50,8 +54,63 @@ def subtree(tree, path):
     return tree
 
 
+@pytest.mark.slow
+def test_bert_sites_are_found_where_its_functions_meet_a_layer():
+    """ACT2FN's gelu after each intermediate Dense, nn.tanh after the pooler's; nothing after
+    the attention projections (a reshape into heads) or the output Dense (a residual)."""
+    exp = experiment.build(config("actlab.models.clients:bert"))
+    got = {n: sp for n, sp in zip(exp.model.layer_names, exp.model.specs, strict=True)}
+    for name, sp in got.items():
+        want = ("gelu" if name.endswith("intermediate/dense") else
+                "tanh" if name.endswith("pooler/dense") else "identity")
+        assert sp.name == want, name
+    assert not any(sp.fixed.get("approximate") for sp in got.values())  # BERT's exact gelu
+
+
+@pytest.mark.slow
+def test_mamba2_nnx_grad_norm_per_layer_and_input_projection():
+    from flax import nnx
+
+    from actlab.models import clients
+
+    target = "actlab.models.clients:mamba2"
+    exp = experiment.build(config(target))
+    names = exp.model.layer_names
+    assert names == ("inner/input_proj", "inner/mamba2/layers/0/mixer/in_proj",
+                     "inner/mamba2/layers/0/mixer/out_proj",
+                     "inner/mamba2/layers/1/mixer/in_proj",
+                     "inner/mamba2/layers/1/mixer/out_proj")
+    params = jax.tree.map(lambda a: a[0], experiment.initial_state(exp).params)
+    m, (x, y, xp) = one_step(exp, params, {})
+    pure = params["inner"]["nnx_params"]
+    graph, tmpl = nnx.split(clients.mamba2((8, 8, 1), 10, rngs=nnx.Rngs(0)))
+
+    def as_nnx(tree, like):  # string keys back to nnx's (list indices are ints)
+        if isinstance(like, dict):
+            return {k: as_nnx(tree[str(k)], v) for k, v in like.items()}
+        return tree
+
+    like = nnx.to_pure_dict(tmpl)
+
+    def loss(p):
+        st = jax.tree.map(lambda a: a, tmpl)
+        nnx.replace_by_pure_dict(st, as_nnx(p, like))
+        return optax.softmax_cross_entropy_with_integer_labels(nnx.merge(graph, st)(x),
+                                                               y).mean()
+
+    grads = jax.grad(loss)(pure)
+    for l, name in enumerate(names):
+        ref = np.sqrt(sum(np.sum(np.square(np.asarray(g, np.float64)))
+                          for g in jax.tree.leaves(subtree(grads, name))))
+        assert m["grad_norm"][l] == pytest.approx(ref, rel=1e-4, abs=1e-7), name
+    w = {k: np.asarray(v, np.float64) for k, v in pure["inner"]["input_proj"].items()}
+    z = np.asarray(xp, np.float64).reshape(len(xp), 8, 8) @ w["kernel"] + w["bias"]
+    assert m["preact_mean"][0] == pytest.approx(z.mean(), rel=1e-4, abs=1e-6)
+    assert m["q"][0] == pytest.approx(np.mean(np.sum(z ** 2, -1) / z.shape[-1]), rel=1e-4)
+
+
 @pytest.mark.slow  # third-party models, seconds each to compile: CI runs it after the suite
-@pytest.mark.parametrize("target", list(CLIENTS))
+@pytest.mark.parametrize("target", LINEN)
 def test_grad_norm_per_discovered_layer_and_preactivations(target):
     exp = experiment.build(config(target))
     state = experiment.initial_state(exp)
@@ -89,12 +148,13 @@ def test_grad_norm_per_discovered_layer_and_preactivations(target):
 @pytest.mark.slow
 @pytest.mark.parametrize("target", list(CLIENTS))
 def test_client_trains_in_the_engine_with_every_metric(tmp_path, target):
-    s = driver.run(config(target, dropout=0.1, steps=40, log_every=20, eval_every=40, seeds=2),
-                   tmp_path, progress=False)
-    assert s["status"] == "completed" and s["layers"] == list(
-        experiment.build(config(target)).model.layer_names)
+    s = driver.run(config(target, dropout=0.1, steps=200, log_every=100, eval_every=200,
+                          seeds=2), tmp_path, progress=False)
+    built = experiment.build(config(target)).model
+    assert s["status"] == "completed" and s["layers"] == list(built.layer_names)
+    assert s["sites"] == [sp.name for sp in built.specs]
     recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    last = [r for r in recs if r["step"] == 40]
+    last = [r for r in recs if r["step"] == 200]
     assert len(last) == 2
     for r in last:
         # every value finite (a few steps: BatchNorm's running averages still settling)

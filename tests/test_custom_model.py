@@ -65,6 +65,58 @@ def test_builtin_cnn_as_a_custom_model_measures_the_same():
         np.testing.assert_allclose(got[k], v, rtol=1e-5, atol=1e-7, err_msg=k)
 
 
+def test_builtin_mlp_and_its_linen_twin_as_a_custom_model_measure_the_same():
+    """The built-in MLP keeps its layers as raw (stacked, scanned) parameters of one module,
+    so it has no per-layer submodules to discover; its twin written with nn.Dense
+    (actlab.models.clients:linen_mlp), given the same weights, measures the same on every
+    metric."""
+    acts = ["relu"] * 3  # the twin calls nn.relu after every hidden Dense: found, not named
+    builtin = experiment.build(make_config(
+        model={"name": "mlp", "depth": 3, "width": 8, "activations": acts,
+               "scan_layers": False}, dataset={"name": "digits"},
+        optimizer={"name": "sgd", "lr": 0.1}, train={"batch_size": BATCH, "probe_size": PROBE}))
+    twin = experiment.build(custom("actlab.models.clients:linen_mlp",
+                                   kwargs={"depth": 3, "width": 8}))
+    assert [sp.name for sp in twin.model.specs] == acts
+    p = jax.tree.map(lambda a: a[0], experiment.initial_state(builtin).params)
+    names = ["in", "hidden1", "hidden2", "out"]
+    inner = {f"Dense_{i}": {"kernel": p[f"{n}_kernel"], "bias": p[f"{n}_bias"]}
+             for i, n in enumerate(names)}
+    ref, _ = one_step(builtin, p, {})
+    got, _ = one_step(twin, {"inner": inner}, {})
+    assert set(ref) <= set(got)
+    for k, v in ref.items():
+        np.testing.assert_allclose(got[k], v, rtol=2e-5, atol=1e-7, err_msg=k)
+
+
+def test_builtin_transformer_as_a_custom_model_measures_its_ffn_sites_the_same():
+    """Discovery finds every projection (embedding, q/k/v/out, both FFN Dense) and the relu
+    after each FFN up-projection; those layers' activation metrics equal the built-in
+    path's, which measures exactly those sites."""
+    kw = {"depth": 3}
+    builtin = experiment.build(make_config(
+        model={"name": "transformer", "activations": ["relu"] * 3, **kw},
+        dataset={"name": "digits"}, optimizer={"name": "sgd", "lr": 0.1},
+        train={"batch_size": BATCH, "probe_size": PROBE}))
+    watched = experiment.build(custom("custom_clients:builtin",
+                                      kwargs={"name": "transformer",
+                                              "activations_": ["relu"] * 3, **kw}))
+    names = watched.model.layer_names
+    sites = [i for i, sp in enumerate(watched.model.specs) if sp.name == "relu"]
+    assert [names[i] for i in sites] == [f"inner/layer{l}" for l in range(builtin.model.num_layers)]
+    assert all(watched.model.specs[i].name == "identity" for i in range(len(names))
+               if i not in sites)  # attention's 1/sqrt(d) scaling is no nonlinearity
+    p = jax.tree.map(lambda a: a[0], experiment.initial_state(builtin).params)
+    ref, _ = one_step(builtin, p, {})
+    got, _ = one_step(watched, {"inner": {"inner": p}}, {})
+    for k in ("act_mean", "act_std", "dead_frac", "q", "c", "preact_mean", "delta_norm"):
+        for l, i in enumerate(sites):
+            np.testing.assert_allclose(got[k][i], ref[k][l], rtol=1e-5, atol=1e-7,
+                                       err_msg=f"{k}/{l}")
+    for k in ("grad_norm/out", "train/loss"):
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, err_msg=k)
+
+
 def test_plain_linen_mlp_against_jax_grad_and_capture_intermediates():
     exp = experiment.build(custom("custom_clients:mlp", kwargs={"width": 12},
                                   sites={"Dense_0": "relu", "Dense_1": "tanh"}))

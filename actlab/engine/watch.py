@@ -11,6 +11,13 @@ program); the module's layers are discovered as for model=custom (actlab.models.
 and `m` holds exactly the keys the engine writes to metrics.jsonl (`grad_norm/0`,
 `dead_frac/1`, `grad_norm/out`, `train/loss`, ...), of the parameters the step was given
 (theta_t) and of its update.
+
+Like `wandb.watch(log="all")`, per-layer distributions of the parameters and of the
+gradient go to TensorBoard or W&B through any actlab writer:
+
+    writer = actlab.sinks.make_writer(["tensorboard"], "runs/a", members=[{"seed": 0}])
+    new, out = w.update(state, batch)
+    w.log(writer, t, w.measure(state, out, xp, yp), w.histograms(state, out))
 """
 
 from __future__ import annotations
@@ -28,9 +35,12 @@ from actlab.config.sections import METRICS
 from actlab.engine import step as step_lib
 from actlab.engine.experiment import layer_consts
 from actlab.engine.state import TrainState
+from actlab.measure import metrics as metrics_lib
 from actlab.measure.heads import Head, head
 from actlab.models import Model
+from actlab.models.base import Role
 from actlab.models.custom import watched
+from actlab.sinks.base import Histograms, Writer
 
 
 def flat(m: Mapping[str, Any]) -> dict[str, jax.Array]:
@@ -87,6 +97,46 @@ class Watcher:
         m = step_lib.measure(state, out, x_probe, y_probe, model=self.model, head=self.head,
                              selected=self.selected)
         return flat(m)
+
+    def histograms(self, state: TrainState, out: dict[str, Any], bins: int = 30
+                   ) -> dict[str, tuple[jax.Array, jax.Array, jax.Array]]:
+        """Per-layer distributions (jittable, vmappable) of theta_t's parameters
+        (`params/<l>`, `params/out`) and of the gradient `update` took (`grads/<l>`,
+        `grads/out`): every leaf of the layer together, as metrics.histogram's (edges,
+        counts, moments)."""
+        roles = jax.tree.leaves(self.model.labels(state.params),
+                                is_leaf=lambda r: isinstance(r, Role))
+        hists = {}
+        for kind, tree in (("params", state.params), ("grads", out["grads"])):
+            groups: dict[str, list[jax.Array]] = {}
+            for role, leaf in zip(roles, jax.tree.leaves(tree), strict=True):
+                if role.group in ("layer", "out"):
+                    name = f"{kind}/{role.layer if role.group == 'layer' else 'out'}"
+                    groups.setdefault(name, []).append(jnp.ravel(leaf).astype(jnp.float32))
+            hists.update({k: metrics_lib.histogram(jnp.concatenate(v), bins)
+                          for k, v in groups.items()})
+        return hists
+
+    def log(self, writer: Writer, step: int, record: Mapping[str, Any],
+            hists: Mapping[str, tuple[Any, Any, Any]] | None = None) -> None:
+        """Hand one step's record (and `histograms`) to an actlab writer, one record per
+        member where the state was vmapped (`member` i, as the engine writes them)."""
+        rec = {k: np.asarray(v) for k, v in record.items()}
+        shapes = {v.shape for v in rec.values()}
+        members = next(iter(shapes))[0] if shapes and shapes != {()} else None
+        rows = [{"step": int(step), "member": i,
+                 **{k: float(v if members is None else v[i]) for k, v in rec.items()}}
+                for i in range(members or 1)]
+        writer.write_records(rows)
+        if hists:
+            out = {}
+            for k, (edges, counts, moments) in hists.items():
+                e, c, m = (np.asarray(a, np.float64) for a in (edges, counts, moments))
+                if members is None:
+                    e, c, m = e[None], c[None], m[None]
+                out[k] = Histograms(edges=e, counts=c, num=m[:, 0], sum=m[:, 1],
+                                    sum_squares=m[:, 2])
+            writer.write_histograms(int(step), out)
 
     def step(self, state: TrainState, batch: tuple[jax.Array, jax.Array],
              probe: tuple[jax.Array, jax.Array] | None = None,

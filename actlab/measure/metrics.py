@@ -213,11 +213,13 @@ def preact_histograms(z: Layers, bins: int) -> dict[str, jax.Array]:
     A layer without a finite value gets zero counts and num 0.
     """
     layers = list(z) if isinstance(z, (list, tuple)) else [z[l] for l in range(z.shape[0])]
-    per = [_histogram(zl.reshape(-1).astype(jnp.float32), bins) for zl in layers]
+    per = [histogram(zl.reshape(-1).astype(jnp.float32), bins) for zl in layers]
     return {k: jnp.stack([p[i] for p in per]) for i, k in enumerate(HIST_KEYS)}
 
 
-def _histogram(v: jax.Array, bins: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+def histogram(v: jax.Array, bins: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """v's finite values in `bins` equal bins between their min and max: (edges [bins + 1],
+    counts [bins], moments [3] = (num, sum, sum of squares))."""
     ok = jnp.isfinite(v)
     lo = jnp.min(jnp.where(ok, v, jnp.inf))
     hi = jnp.max(jnp.where(ok, v, -jnp.inf))

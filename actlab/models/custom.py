@@ -1,30 +1,35 @@
-"""model=custom: a Flax linen module that another project wrote, watched without editing it.
+"""model=custom: a Flax module (linen or nnx) that another project wrote, watched without
+editing it.
 
     actlab-train model=custom model.target=pkg.module:factory '+model.kwargs={width: 128}'
 
 `factory(input_shape, num_classes, **kwargs)` (input_shape without the batch axis) returns a
 linen Module whose `apply(variables, x)` gives the logits [B, num_classes]; collections
-other than `params` (batch_stats) are its state, updated while training. A module that
-takes a train/deterministic flag names it in `model.train_flag`: `train` is called with
-`train=True` while training and `False` otherwise, `!deterministic` with `deterministic`
-set to the opposite.
+other than `params` (batch_stats) are its state, updated while training. A factory with an
+`rngs` parameter is an nnx one: called with `rngs=nnx.Rngs(key)` per seed, it returns an
+nnx Module called as `module(x)` (actlab.models.nnx_bridge; `train()`/`eval()` switched
+for training and measuring). A module that takes a train/deterministic flag names it in
+`model.train_flag`: `train` is called with `train=True` while training and `False`
+otherwise, `!deterministic` with `deterministic` set to the opposite.
 
 Layers are discovered, not declared: every submodule that owns a kernel (a parameter named
 `kernel` or `embedding` of its own: linen Dense, DenseGeneral, Conv, ConvTranspose,
-Einsum, Embed, and any module of another project written the same way) is a layer, named
-by its module path below the factory's module, numbered in the order of its first call.
-The last one called, whose output holds the logits, is the output layer (`out`); the
-others are hidden layers 0..L-1, and their parameters (kernel, bias) are layer l's for
-grad_norm, weight_norm, update_ratio and the probes. Each hidden layer's output is its
-pre-activation z_l, captured and perturbed (eps, for delta_norm) by `nn.intercept_methods`
-inside the compiled program, so q, c, act_mean, act_std, delta_norm are defined for any
-model.
+Einsum, Embed, their nnx counterparts, and any module of another project written the same
+way) is a layer when it is called, named by its module path below the factory's module,
+numbered in the order of its first call. The last one called, whose output holds the
+logits, is the output layer (`out`); the others are hidden layers 0..L-1, and their
+parameters (kernel, bias) are layer l's for grad_norm, weight_norm, update_ratio and the
+probes. Each hidden layer's output is its pre-activation z_l, captured and perturbed (eps,
+for delta_norm) inside the compiled program (actlab.models.taps: linen's
+`nn.intercept_methods`, a per-call subclass for nnx), so q, c, act_mean, act_std,
+delta_norm are defined for any model.
 
-A layer's nonlinearity is named, not guessed: `model.sites` maps module-path patterns
-(fnmatch, e.g. `*/Dense_0` or `Block_*/MLP/fc1`) to registered activations, the function
-the model applies to that layer's output; dead_frac, sat_frac and gate-free h = phi(z)
-come from it. A layer no pattern names has the identity as its site (dead and saturated
-fractions 0).
+A layer's nonlinearity is found in the traced program where the model applies an
+elementwise function to the layer's output directly (actlab.models.sites), or named:
+`model.sites` maps module-path patterns (fnmatch, e.g. `*/Dense_0` or `Block_*/MLP/fc1`) to
+registered activations, and a name wins over what was found. dead_frac, sat_frac and
+h = phi(z) come from that function. A layer with neither has the identity as its site
+(dead and saturated fractions 0).
 """
 
 from __future__ import annotations

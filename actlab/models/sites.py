@@ -9,7 +9,8 @@ value, h = f(z), that the rest of the model uses in place of z (z itself feeds n
 else). Such a chain is a function of z alone,
 however the model spelled it (`nn.gelu(x)`, `jax.nn.relu(x)`, `jnp.tanh(x)`, an ACT2FN
 partial, an attribute, a Sequential element: all trace to the same operations). f is then
-checked to be elementwise by evaluating it, and compared on a grid with every registered
+checked to be elementwise and not affine (a scaling is no nonlinearity) by evaluating
+it, and compared on a grid with every registered
 fixed activation: a match gives the registry's function and metadata; otherwise f itself
 becomes the site, registered as `traced_<hash>` with a generic flatness test (dead: phi'
 exactly 0 on a half-line; saturated: outside the interval where |phi'| reaches 1% of its
@@ -153,6 +154,16 @@ def elementwise(run: Callable[[jax.Array], jax.Array], shape: tuple[int, ...], d
     return f
 
 
+def affine(f: Callable[[jax.Array], jax.Array]) -> bool:
+    """Whether f is a t + b on the grid (a scaling such as attention's 1/sqrt(d), a shift):
+    no nonlinearity, so no site."""
+    t = np.asarray(GRID, np.float64)
+    v = np.asarray(f(jnp.asarray(GRID)), np.float64)
+    a, b = np.polyfit(t, v, 1) if np.all(np.isfinite(v)) else (np.nan, np.nan)
+    return bool(np.all(np.isfinite(v)) and np.allclose(v, a * t + b, rtol=1e-5,
+                                                       atol=1e-6 * (1 + abs(b))))
+
+
 def candidates() -> list[Spec]:
     """The registered fixed elementwise activations (and gelu's tanh form)."""
     out = [activations.spec("gelu", approximate=True)]
@@ -195,7 +206,7 @@ def found(closed: Any) -> dict[int, Spec]:
     out, specs = {}, None
     for l, (run, aval) in chains(closed).items():
         f = elementwise(run, tuple(aval.shape), aval.dtype)
-        if f is None:
+        if f is None or affine(f):
             continue
         specs = specs if specs is not None else candidates()
         out[l] = identify(f, specs)

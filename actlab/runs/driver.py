@@ -179,6 +179,8 @@ def run(config: Config, run_dir: str | os.PathLike, progress: bool | None = None
     summary["num_params"] = int(sum(x[0].size for x in jax.tree.leaves(state.params)))
     # layer l's name: its module path for model=custom, else l
     summary["layers"] = list(exp.model.layer_names or map(str, range(exp.model.num_layers)))
+    if exp.model.layer_names:  # model=custom: each layer's site, found or named
+        summary["sites"] = [sp.name for sp in exp.model.specs]
     summary["tasks"] = tasks.describe(config.task)
     ckpt = checkpoint.Checkpoints(run_dir, tc.checkpoint_keep) if (
         tc.checkpoint_every > 0 or mode == "resume") else None
