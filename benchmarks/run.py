@@ -28,8 +28,10 @@ import sys
 import tempfile
 import time
 import timeit
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -38,6 +40,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from actlab import sinks as writers  # noqa: E402
 from actlab.config import Config  # noqa: E402
+from actlab.config.sections import METRICS  # noqa: E402
 from actlab.engine import cadence as schedule
 from actlab.engine import experiment
 from actlab.engine import loop as program
@@ -136,30 +139,34 @@ def fig1(q: bool) -> list[Row]:
     on = steps_per_s(config(base, train={"log_every": 10}))
     off = steps_per_s(config(base, train={"log_every": steps, "metrics": "none"}))
     r = on / off
-    prof = measured_step_cost(config(base, train={"log_every": 10}), q)
+    prof = measured_step_cost(lambda metrics: config(
+        base, train={"log_every": 10, "metrics": metrics}), q)
     rows = [Row("1 instrumentation: all metrics @ log_every=10 vs off (d8 w64 b128)",
                 f"{on:.0f} vs {off:.0f} steps/s", r, ">= 0.90", r >= 0.90, prof)]
+    no_ranks = [m for m in METRICS if m not in ("erank", "srank")]
     for label, extra in (("probe_size=128 @ log_every=10", {"log_every": 10, "probe_size": 128}),
-                         ("default probe @ log_every=50", {"log_every": 50})):
+                         ("default probe @ log_every=50", {"log_every": 50}),
+                         ("every family but erank/srank (the per-layer SVDs) @ log_every=10",
+                          {"log_every": 10, "metrics": no_ranks})):
         v = steps_per_s(config(base, train=extra))
         rows.append(Row(f"1 variant: {label}", f"{v:.0f} vs {off:.0f} steps/s", v / off,
                         "(report)", None))
     return rows
 
 
-def measured_step_cost(cfg: Config, quick: bool = False) -> str:
-    """Profile: one instrumented step in units of a plain step, per metric family."""
+def measured_step_cost(cfg_with: Callable[[Any], Config], quick: bool = False) -> str:
+    """Profile: one instrumented step in units of a plain step, per metric family
+    (`cfg_with(metrics)` the configuration with those families)."""
     out = []
     families = [("all", "all"), ("params", ["grad_norm", "weight_norm", "update_ratio"]),
                 ("delta", ["delta_norm"]),
                 ("acts", ["act_mean", "act_std", "dead_frac", "sat_frac"]),
-                ("signal", ["q", "c"]), ("none", "none")]
+                ("signal", ["q", "c"]), ("ranks", ["erank", "srank"]),
+                ("rest", ["dormant_frac", "weight_mag", "preact_drift"]), ("none", "none")]
     if quick:  # the smoke only checks that the profile runs
         families = [families[0], families[-1]]
     for label, metrics in families:
-        raw = cfg.to_dict()
-        c = Config.from_dict({**raw, "train": {**raw["train"], "metrics": metrics}})
-        exp = experiment.build(c)
+        exp = experiment.build(cfg_with(metrics))
         d, names = experiment.device_data(exp), program.measurement_names(exp)
         chunk = program.make_program(exp, 1)
 

@@ -12,14 +12,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # a minute of tiny runs; figure 1's profile included
 def test_benchmarks_quick_smoke(tmp_path):
     out = tmp_path / "results.md"
-    p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "2,9",
+    p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--only", "1,2,9",
                         "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     table = out.read_text()
-    for fig in (2, 9):
+    for fig in (1, 2, 9):
         assert f"| {fig} " in table, fig
     assert "Machine:" in table and "python -m benchmarks.run --quick" in table
 

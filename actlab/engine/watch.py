@@ -15,7 +15,7 @@ and `m` holds exactly the keys the engine writes to metrics.jsonl (`grad_norm/0`
 Like `wandb.watch(log="all")`, per-layer distributions of the parameters and of the
 gradient go to TensorBoard or W&B through any actlab writer:
 
-    writer = actlab.sinks.make_writer(["tensorboard"], "runs/a", members=[{"seed": 0}])
+    writer = sinks.make_writer(["tensorboard"], "runs/a", members=[{"seed": 0}])  # actlab.sinks
     new, out = w.update(state, batch)
     w.log(writer, t, w.measure(state, out, xp, yp), w.histograms(state, out))
 """
