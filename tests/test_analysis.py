@@ -164,6 +164,7 @@ def test_replay_reproduces_the_logged_run(tmp_path):
     assert acc == pytest.approx(s["seeds"][0]["final_eval_acc"], abs=1e-6)
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_report_references_every_figure_and_one_row_per_configuration(sweep):
     page = report.build(sweep, max_replays=2)
     html = page.read_text()

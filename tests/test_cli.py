@@ -68,6 +68,7 @@ def test_run_directory_contract(tmp_path):
     assert hydra_cfg["model"]["depth"] == 6
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_multirun_one_job_per_combination(tmp_path):
     p = cli("-m", "activation=relu,tanh", "model.depth=2,4", "+experiment=debug",
             f"hydra.sweep.dir={tmp_path}")

@@ -31,6 +31,7 @@ def study(*overrides: str) -> Config:
     return resolve(Config.from_dict(OmegaConf.to_container(cfg, resolve=True)))
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_critical_tanh_trains_at_depth_30_where_the_ordered_phase_does_not(tmp_path):
     # sigma_w2 = gain^2 = 0.49 (ordered: 6 xi_c = 7 layers), 1.69 (6 xi_c = 384: next to the
     # critical 1.76) and 4.0 (chaotic: 6 xi_c = 42), at depth 4 and 30

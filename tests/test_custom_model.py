@@ -89,6 +89,7 @@ def test_builtin_mlp_and_its_linen_twin_as_a_custom_model_measure_the_same():
         np.testing.assert_allclose(got[k], v, rtol=2e-5, atol=1e-7, err_msg=k)
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_builtin_transformer_as_a_custom_model_measures_its_ffn_sites_the_same():
     """Discovery finds every projection (embedding, q/k/v/out, both FFN Dense) and the relu
     after each FFN up-projection; those layers' activation metrics equal the built-in

@@ -85,6 +85,7 @@ def test_vanishing_gradients_sigmoid_vs_relu(tmp_path):
     assert 0.2 < r["grad_norm/1"] / r["grad_norm/9"] < 5
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_relu_with_huge_learning_rate_dies_leaky_does_not(tmp_path):
     def final_dead(act, lr):
         cfg = make_config(activation={"name": act}, model={"depth": 4, "width": 32},

@@ -203,6 +203,7 @@ def test_glu_width_match_keeps_the_mlp_parameter_count(depth, width, norm):
     assert count(build("swiglu", depth, width, norm=norm, glu_width="same")) > 1.4 * plain
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_glu_width_match_in_the_transformer_is_shazeers_two_thirds():
     def tf(act, **kw):
         cfg = make_config(activation={"name": act},
@@ -223,6 +224,7 @@ def test_gated_units_need_an_mlp_or_transformer():
                                      dataset={"name": "mnist1d"}))
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_swiglu_transformer_with_dyt_trains_and_logs(tmp_path):
     cfg = make_config(activation={"name": "swiglu"},
                       model={"name": "transformer", "depth": 2, "dim": 8, "heads": 2,

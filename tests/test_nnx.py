@@ -100,6 +100,7 @@ def test_nnx_batchnorm_statistics_and_dropout_stream_are_state_that_training_upd
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), kept, before))
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_watch_an_nnx_module_in_a_plain_optax_loop_over_two_seeds():
     from custom_clients import NnxMLP
 

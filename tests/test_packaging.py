@@ -5,6 +5,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -17,6 +19,7 @@ def test_every_package_is_listed_for_the_wheel():
     assert listed - found == {"actlab.configs", "hydra_plugins.actlab_sweepers"}
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_old_flat_module_names_still_import_with_a_warning():
     import subprocess
     import sys

@@ -256,6 +256,7 @@ T_FACTORS = {
 }
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 @pytest.mark.parametrize("optimizer", sorted(T_FACTORS))
 def test_transformer_per_layer_learning_rates(optimizer):
     lr = 0.1 if optimizer == "sgd" else 1e-3
@@ -263,6 +264,7 @@ def test_transformer_per_layer_learning_rates(optimizer):
     assert_first_step_factors(exp, s, optimizer, lr, T_FACTORS[optimizer], 32)
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_transformer_mup_at_its_base_width_is_sp_bitwise(tmp_path):
     def records(param):
         cfg = make_config(model={"name": "transformer", "depth": 1, "dim": T_BASE,
@@ -386,6 +388,7 @@ G_FACTORS = {
 }
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 @pytest.mark.parametrize("optimizer", sorted(G_FACTORS))
 def test_gpt_per_layer_learning_rates(optimizer):
     lr = 0.1 if optimizer == "sgd" else 1e-3
@@ -393,6 +396,7 @@ def test_gpt_per_layer_learning_rates(optimizer):
     assert_first_step_factors(exp, s, optimizer, lr, G_FACTORS[optimizer], 16)
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_gpt_mup_at_its_base_width_is_sp_bitwise():
     (e_sp, s_sp), (e_mu, s_mu) = build_gpt("sp", dim=G_BASE), build_gpt("mup", dim=G_BASE)
     x, y = jnp.asarray(e_sp.dataset.x_train[:16]), jnp.asarray(e_sp.dataset.y_train[:16])

@@ -168,6 +168,7 @@ def test_figures_save_to_png_with_content(tmp_path):
                           matplotlib.image.imread(tmp_path / "profile.png"))
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_figures_display_in_jupyter(monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

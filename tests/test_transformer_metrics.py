@@ -156,6 +156,7 @@ def test_gpt_at_initialisation_attends_uniformly_and_relu_is_half_sparse():
     assert np.all(relu["massive_pos"] >= 0) and np.all(relu["massive_pos"] < window)
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_encoder_has_the_families_and_the_mlp_has_none():
     x = jnp.asarray(RNG.normal(size=(8, 10)).astype(np.float32))
     model, p, s = probe_metrics("transformer", "relu", (10,), x, 3, dim=16, heads=2)
@@ -166,6 +167,7 @@ def test_encoder_has_the_families_and_the_mlp_has_none():
     assert tm.transformer_metrics(aux, tm.FAMILIES) == {}
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_measure_logs_causal_attention_rms_over_the_keys_seen():
     window = 8
     x = jax.random.randint(jax.random.PRNGKey(2), (16, window), 0, 32)

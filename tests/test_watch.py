@@ -64,6 +64,7 @@ def test_watch_a_module_with_state_and_a_flag():
         actlab.watch(DropoutMLP(num_classes=10), x, 10, metrics=["grad_nrom"])
 
 
+@pytest.mark.slow  # heavy; its module keeps faster tests: CI runs it after the suite
 def test_watch_histograms_of_parameters_and_gradients_reach_tensorboard(tmp_path):
     """Like wandb.watch(log="all"): per layer, theta's and the gradient's distributions,
     read back with TensorBoard's reader and checked against numpy on the same arrays."""
