@@ -6,12 +6,6 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-# The suite is compile-bound (small programs, each compiled once): LLVM's optimisation of
-# the generated code is about a third of its time on a CPU and buys nothing at these sizes.
-# Set before the backend starts, so the CLI runs the tests start inherit it too.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_backend_optimization_level=0").strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -67,3 +61,14 @@ def measured_step(exp, state, batch, probe):
         return step.measure(state, out, *probe, model=exp.model, head=exp.head)
 
     return run(state)
+
+
+def pytest_configure(config):
+    """README's suite (`-m 'not slow'`) is compile-bound: small programs, each compiled once,
+    where LLVM's optimisation of the generated code is about a third of the time on a CPU and
+    buys nothing. It compiles without it; the slow tests, which train for thousands of steps,
+    keep XLA's default. Set before the backend starts (it starts at the first computation),
+    so the CLI runs the tests start inherit it too."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "not slow" in (config.option.markexpr or "") and "backend_optimization" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
