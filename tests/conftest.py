@@ -62,13 +62,3 @@ def measured_step(exp, state, batch, probe):
 
     return run(state)
 
-
-def pytest_configure(config):
-    """README's suite (`-m 'not slow'`) is compile-bound: small programs, each compiled once,
-    where LLVM's optimisation of the generated code is about a third of the time on a CPU and
-    buys nothing. It compiles without it; the slow tests, which train for thousands of steps,
-    keep XLA's default. Set before the backend starts (it starts at the first computation),
-    so the CLI runs the tests start inherit it too."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "not slow" in (config.option.markexpr or "") and "backend_optimization" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
