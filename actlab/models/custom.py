@@ -192,10 +192,9 @@ def site_specs(paths: list[tuple[str, ...]], sites: Mapping[str, str],
         if named is None:
             out.append((found or {}).get(l) or activations.spec("identity"))
             continue
-        name = named
-        sp = activations.spec(name)
+        sp = activations.spec(named)
         if sp.gated or sp.doubled or sp.learned:
-            raise ModelError(f"model.sites: {name} is not a fixed elementwise function of one "
+            raise ModelError(f"model.sites: {named} is not a fixed elementwise function of one "
                              f"layer's output; name one that is (relu, gelu, tanh, ...)")
         out.append(sp)
     return tuple(out)
